@@ -1,0 +1,17 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from uvidm_backend.registry import BFM_ENV, WEIGHTS_ENV, ModelPaths
+
+
+def add_model_folder_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", metavar="DIR",
+                        help=f"network weights folder (default: ${WEIGHTS_ENV} or ./weights)")
+    parser.add_argument("--bfm", metavar="DIR", help=f"face model folder (default: ${BFM_ENV} or ./BFM)")
+
+
+def model_paths(args: argparse.Namespace) -> ModelPaths:
+    return ModelPaths.resolve(args.weights, args.bfm)

@@ -1,0 +1,68 @@
+"""`uvidm doctor`: what works on this machine, and what to do about what does not."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+
+from uvidm_backend.commands.common import add_model_folder_options, model_paths
+from uvidm_backend.registry import INSIGHTFACE_MODEL
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("doctor", help="check torch, CUDA, nvdiffrast, insightface and the model files")
+    add_model_folder_options(parser)
+    parser.set_defaults(run=run_doctor)
+
+
+def _module_version(name: str) -> str | None:
+    try:
+        module = importlib.import_module(name)
+    except Exception:  # a broken install raises anything, not only ImportError
+        return None
+    return getattr(module, "__version__", "installed")
+
+
+def checks(args: argparse.Namespace) -> list[tuple[bool, str, str]]:
+    """(ok, what, advice) rows; ok=False rows are problems, advice says what to do."""
+    import torch
+
+    rows = [(True, f"python {platform.python_version()}, torch {torch.__version__}", "")]
+    if torch.cuda.is_available():
+        rows.append((True, f"CUDA: {torch.cuda.get_device_name(0)} (torch CUDA {torch.version.cuda})", ""))
+    else:
+        rows.append((False, "CUDA: not available, the backend runs on the CPU (minutes per head)",
+                     "install a CUDA build of torch (https://pytorch.org/get-started/locally/) on a machine "
+                     "with an NVIDIA GPU"))
+    nvdiffrast = _module_version("nvdiffrast.torch")
+    rows.append((nvdiffrast is not None,
+                 "nvdiffrast: " + ("installed, used on CUDA" if nvdiffrast else "not installed; the PyTorch "
+                                   "rasterizer is used instead (slower, same results)"),
+                 "" if nvdiffrast else "pip install --no-build-isolation git+https://github.com/NVlabs/nvdiffrast"))
+    insightface = _module_version("insightface")
+    onnxruntime = _module_version("onnxruntime")
+    detector_ok = insightface is not None and onnxruntime is not None
+    rows.append((detector_ok,
+                 f"face detection: insightface {insightface or 'missing'}, onnxruntime {onnxruntime or 'missing'}",
+                 "" if detector_ok else "pip install insightface onnxruntime (or give five points with --landmarks)"))
+    paths = model_paths(args)
+    missing = paths.missing()
+    rows.append((not missing,
+                 "model files: " + ("all found" if not missing else "missing " + ", ".join(f.name for f in missing)),
+                 "" if not missing else f"uvidm weights download --weights {paths.weights} --bfm {paths.bfm}"))
+    detector_dir = paths.insightface_root / "models" / INSIGHTFACE_MODEL
+    rows.append((detector_dir.is_dir(), f"face detector {INSIGHTFACE_MODEL}: "
+                 + ("found" if detector_dir.is_dir() else f"not in {detector_dir}"),
+                 "" if detector_dir.is_dir() else "uvidm weights download (insightface fetches it)"))
+    return rows
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    rows = checks(args)
+    for ok, what, advice in rows:
+        print(f"[{'ok' if ok else '!!'}] {what}")
+        if advice:
+            print(f"     -> {advice}")
+    essential_missing = [what for ok, what, _ in rows if not ok and what.startswith("model files")]
+    return 1 if essential_missing else 0

@@ -1,0 +1,1 @@
+"""Tools for developers and tests: tiny configurations and model folders with random weights."""
