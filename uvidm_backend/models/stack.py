@@ -142,7 +142,7 @@ class LatentDiffusionNetworks(nn.Module):
 
     def decode_latent(self, latent: Tensor) -> Tensor:
         """`LatentDiffusion.decode_first_stage`: undo the latent scaling, then decode."""
-        return self.autoencoder.decode(latent / self.scale_factor)
+        return self.autoencoder.decode((1.0 / self.scale_factor) * latent)  # as official: 1/s * z
 
 
 def _build_empty(build):
