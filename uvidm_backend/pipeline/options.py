@@ -1,0 +1,50 @@
+"""What a caller can choose for one head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from uvidm_backend.pipeline.errors import InputError
+
+TEXTURE_SIZES = (256, 2048)
+EXPRESSIONS = ("photo", "neutral")
+SAMPLERS = ("ddim",)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    steps: int = 50  # DDIM steps, as the official inference
+    eta: float = 1.0
+    seed: int = 23  # the official default
+    sampler: str = "ddim"
+    texture_size: int = 1024  # side of albedo.png
+    delight: bool = False  # divide out the fitted SH shading
+    expression: str = "photo"  # "neutral": the mesh without the expression coefficients
+    face_index: int | None = None  # None: the largest face; faces are numbered left to right
+    # Five points (x, y) in photo pixels, y down, insightface order (eyes, nose, mouth corners);
+    # given, they replace face detection.
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= 500:
+            raise InputError(f"steps must be between 1 and 500 (got {self.steps})")
+        if not 0.0 <= self.eta <= 1.0:
+            raise InputError(f"eta must be between 0 and 1 (got {self.eta})")
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"sampler must be one of {', '.join(SAMPLERS)} (got {self.sampler!r})")
+        low, high = TEXTURE_SIZES
+        if not low <= self.texture_size <= high:
+            raise InputError(f"texture size must be between {low} and {high} pixels (got {self.texture_size})")
+        if self.expression not in EXPRESSIONS:
+            raise InputError(f"expression must be one of {', '.join(EXPRESSIONS)} (got {self.expression!r})")
+        if self.face_index is not None and self.face_index < 0:
+            raise InputError(f"face index must be 0 or more (got {self.face_index})")
+        if self.landmarks is not None:
+            points = tuple(tuple(float(v) for v in point) for point in self.landmarks)
+            if len(points) != 5 or any(len(point) != 2 for point in points):
+                raise InputError("landmarks must be five (x, y) points: eyes, nose tip, mouth corners")
+            object.__setattr__(self, "landmarks", points)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
