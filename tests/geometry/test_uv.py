@@ -1,0 +1,93 @@
+"""Known answers of the UV-space functions (process_uv, lookups, colour rendering, photo remapping)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from uvidm_backend.geometry import uv
+
+
+def test_process_uv_does_not_mutate_and_flips_v():
+    coords = np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.25]])
+    before = coords.copy()
+    pixels = uv.process_uv(coords, 9, 5)
+    np.testing.assert_array_equal(coords, before)
+    np.testing.assert_allclose(pixels, [[0, 8, 0], [4, 0, 0], [2, 6, 0]])
+    assert pixels.dtype == np.float64
+    in_float32 = uv.process_uv(coords.astype(np.float32))  # the arithmetic stays in float32, as officially
+    assert in_float32.dtype == np.float64
+    np.testing.assert_array_equal(in_float32[:, 0], (coords[:, 0].astype(np.float32) * np.float32(255)))
+
+
+def test_uv2vertices_constant_map_and_border_quirk():
+    uv_map = torch.full((2, 3, 6, 8), 0.25)
+    inside = torch.tensor([[0.0, 0.0], [3.5, 2.25], [6.99, 4.99]], dtype=torch.float64)
+    torch.testing.assert_close(uv.uv2vertices(uv_map, inside), torch.full((2, 3, 3), 0.25))
+    border = torch.tensor([[7.0, 2.0], [3.0, 5.0], [7.0, 5.0]], dtype=torch.float64)
+    assert torch.all(uv.uv2vertices(uv_map, border) == 0)  # trap 14: last column/row is black
+    torch.testing.assert_close(uv.uv2vertices(uv_map, border, fix_border=True), torch.full((2, 3, 3), 0.25))
+
+
+def test_uv2vertices_is_bilinear():
+    ys, xs = torch.meshgrid(torch.arange(6.0), torch.arange(8.0), indexing="ij")
+    uv_map = torch.stack([xs, ys, xs * 0 + 1])[None]
+    points = np.array([[0.5, 0.5, 0.0], [6.25, 4.75, 0.0], [2.0, 3.0, 0.0]])
+    torch.testing.assert_close(uv.uv2vertices(uv_map, points)[0, :, :2], torch.from_numpy(points[:, :2]).float())
+    torch.testing.assert_close(uv.uv2vertices(uv_map, np.array([[7.0, 5.0]]), fix_border=True)[0],
+                               torch.tensor([[7.0, 5.0, 1.0]]))
+
+
+def test_render_vertex_colors_uv():
+    colors = torch.tensor([[[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]]])
+    triangles = torch.tensor([[0, 1, 2], [1, 3, 2]])
+    buffer = torch.tensor([[0, 1], [1, 0]])
+    weight = torch.tensor([[[1.0, 0, 0], [0.5, 0.5, 0]], [[0, 0, 0], [0.2, 0.3, 0.5]]])
+    image = uv.render_vertex_colors_uv(colors, triangles, buffer, weight)
+    assert image.shape == (1, 3, 2, 2)
+    torch.testing.assert_close(image[0, :, 0, 0], torch.tensor([1.0, 0, 0]))
+    torch.testing.assert_close(image[0, :, 0, 1], torch.tensor([0.5, 1.0, 0.5]))  # 0.5 * v1 + 0.5 * v3
+    torch.testing.assert_close(image[0, :, 1, 0], torch.zeros(3))  # outside the mesh
+    torch.testing.assert_close(image[0, :, 1, 1], torch.tensor([0.2, 0.3, 0.5]))
+
+
+def _remap_setup():
+    """One triangle covering a 40x50 photo with a horizontal ramp, seen in a 4x4 UV map."""
+    height, width = 40, 50
+    xs = torch.arange(width, dtype=torch.float32).expand(height, width)
+    image = torch.stack([xs / width, xs * 0 + 0.5, xs * 0 + 1.0])[None]
+    projXY = torch.tensor([[[10.0, 10.0], [40.0, 10.0], [10.0, 30.0]]])
+    normals = torch.tensor([[[0.0, 0.0, -1.0]] * 3])
+    seg = torch.ones(1, height, width)
+    index = torch.tensor([0, 1, 2]).expand(4, 4, 3)
+    weight = torch.rand(4, 4, 3, generator=torch.Generator().manual_seed(0))
+    weight = weight / weight.sum(-1, keepdim=True)
+    return image, projXY, normals, seg, index, weight
+
+
+def test_remap_samples_with_the_official_half_pixel_offset():
+    image, projXY, normals, seg, index, weight = _remap_setup()
+    texture, mask = uv.remap_texture_from_image(image, projXY, normals, seg, index, weight)
+    assert texture.shape == (1, 3, 4, 4) and mask.shape == (1, 1, 4, 4)
+    torch.testing.assert_close(mask, torch.ones(1, 1, 4, 4))
+    x = (weight * projXY[0, :, 0]).sum(-1)
+    # grid x / (W // 2) - 1 with align_corners=False samples the ramp at x - 0.5 (trap 3)
+    torch.testing.assert_close(texture[0, 0], (x - 0.5) / image.shape[-1])
+    torch.testing.assert_close(texture[0, 1:], torch.tensor([0.5, 1.0])[:, None, None].expand(2, 4, 4))
+
+
+def test_remap_masks_back_faces_occlusion_and_segmentation():
+    image, projXY, normals, seg, index, weight = _remap_setup()
+    away = normals.clone()
+    away[..., 2] = 1.0
+    texture, mask = uv.remap_texture_from_image(image, projXY, away, seg, index, weight)
+    assert mask.sum() == 0 and texture.abs().sum() == 0
+    hidden = torch.tensor([[False, False, False]])
+    _, mask = uv.remap_texture_from_image(image, projXY, normals, seg, index, weight, vertex_visibility=hidden)
+    assert mask.sum() == 0
+    _, mask = uv.remap_texture_from_image(image, projXY, normals, torch.zeros_like(seg), index, weight)
+    assert mask.sum() == 0
+    # one vertex hidden: a pixel stays visible only where the two others hold more than half the weight
+    one_hidden = torch.tensor([[True, True, False]])
+    _, mask = uv.remap_texture_from_image(image, projXY, normals, seg, index, weight, vertex_visibility=one_hidden)
+    torch.testing.assert_close(mask[0, 0], (weight[..., 0] + weight[..., 1] > 0.5).float())
