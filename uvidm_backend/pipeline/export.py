@@ -1,0 +1,230 @@
+"""File formats of a finished head: binary glTF 2.0 (.glb) and Wavefront OBJ + MTL.
+
+The official UV-IDM code saves per-vertex colours only; a game asset needs UVs and a texture, so
+this stage has no official counterpart. Conventions follow glTF 2.0 (metres, +Y up, the face
+looking towards +Z, counter-clockwise front faces), which is also what Blender's OBJ importer
+expects with its default axes (forward -Z, up Y). UVs are kept with v up (OBJ and Blender); the
+glTF writer flips v because glTF puts the texture origin at the top left.
+Every file is written under a temporary name and `os.replace`d into place.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from uvidm_backend.pipeline.output_folder import write_bytes, write_png
+
+log = logging.getLogger(__name__)
+
+# One material for skin: not metallic, moderately rough. Blender's OBJ importer maps
+# Ns -> roughness = 1 - sqrt(Ns / 1000), so SPECULAR_EXPONENT gives the same roughness.
+METALLIC = 0.0
+ROUGHNESS = 0.6
+SPECULAR_EXPONENT = (1.0 - ROUGHNESS) ** 2 * 1000.0
+SPECULAR_COLOR = 0.1
+
+_FLOAT = "%.9g"  # 9 significant digits: every float32 reads back bit-exact
+_WHITESPACE = re.compile(r"\s+")
+_NOT_A_TOKEN = re.compile(r"[\s#]+")  # whitespace splits an OBJ line, "#" starts a comment
+
+
+@dataclass(frozen=True, eq=False)
+class TexturedMesh:
+    """A head ready for export: N vertices in metres, F triangles, one base-colour texture.
+
+    vertices (N, 3) float32, metres, +Y up, face towards +Z; faces (F, 3) vertex indices,
+    counter-clockwise seen from outside; uv (N, 2) per vertex in [0, 1], v up (row 0 of the
+    texture is v = 1); normals (N, 3) per vertex (written unit length); texture (H, W, 3) uint8
+    RGB base colour, row 0 at the top; name names the node, the mesh and (with "_skin") the
+    material. The arrays are copied and made read-only.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray
+    normals: np.ndarray
+    texture: np.ndarray
+    name: str = "head"
+
+    def __post_init__(self) -> None:
+        vertices = _frozen(self.vertices, np.float32, "vertices", (None, 3))
+        count = len(vertices)
+        faces_in = np.asarray(self.faces)
+        if faces_in.dtype.kind not in "iu":
+            raise ValueError(f"faces must be integer vertex indices (got {faces_in.dtype})")
+        faces = _frozen(faces_in, np.int64, "faces", (None, 3))
+        uv = _frozen(self.uv, np.float32, "uv", (count, 2))
+        normals = _frozen(self.normals, np.float32, "normals", (count, 3))
+        texture = np.asarray(self.texture)
+        if texture.dtype != np.uint8:
+            raise ValueError(f"texture must be uint8 RGB (got {texture.dtype})")
+        texture = _frozen(texture, np.uint8, "texture", (None, None, 3))
+        if count == 0 or len(faces) == 0:
+            raise ValueError("a mesh needs at least one vertex and one face")
+        if faces.min() < 0 or faces.max() >= count:
+            raise ValueError(f"face indices must lie in [0, {count - 1}] (got {faces.min()}..{faces.max()})")
+        for what, array in (("vertices", vertices), ("uv", uv), ("normals", normals)):
+            if not np.isfinite(array).all():
+                raise ValueError(f"{what} contain NaN or infinity")
+        if texture.shape[0] == 0 or texture.shape[1] == 0:
+            raise ValueError("texture is empty")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError("a mesh needs a non-empty name")
+        for field, value in (("vertices", vertices), ("faces", faces), ("uv", uv), ("normals", normals)):
+            object.__setattr__(self, field, value)
+        object.__setattr__(self, "texture", texture)
+
+    @property
+    def material_name(self) -> str:
+        return f"{self.name}_skin"
+
+    def unit_normals(self) -> np.ndarray:
+        """Normals scaled to unit length (glTF requires it); zero vectors stay zero."""
+        length = np.linalg.norm(self.normals.astype(np.float64), axis=1, keepdims=True)
+        return (self.normals / np.where(length > 0.0, length, 1.0)).astype(np.float32)
+
+
+def _frozen(value: object, dtype: type, what: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    array = np.array(value, dtype=dtype, copy=True, order="C")
+    if array.ndim != len(shape) or any(want not in (None, have) for have, want in zip(array.shape, shape, strict=True)):
+        wanted = "(" + ", ".join("?" if want is None else str(want) for want in shape) + ")"
+        raise ValueError(f"{what} must have shape {wanted} (got {array.shape})")
+    array.setflags(write=False)
+    return array
+
+
+def write_glb(mesh: TexturedMesh, path: str | os.PathLike[str]) -> Path:
+    """Binary glTF 2.0: one node and mesh named `mesh.name`, one PBR material with the embedded PNG.
+
+    Written through trimesh with `process=False`, so vertex order and count are kept exactly
+    (seam vertices that share a position but not a UV stay apart); TEXCOORD_0 holds (u, 1 - v).
+    """
+    import trimesh
+    from PIL import Image
+    from trimesh.visual import TextureVisuals
+    from trimesh.visual.material import PBRMaterial
+
+    material = PBRMaterial(
+        name=mesh.material_name,
+        baseColorTexture=Image.fromarray(mesh.texture),  # format None: trimesh embeds a PNG
+        metallicFactor=float(METALLIC),
+        roughnessFactor=float(ROUGHNESS),
+        doubleSided=False,
+    )
+    geometry = trimesh.Trimesh(
+        vertices=mesh.vertices,
+        faces=mesh.faces,
+        vertex_normals=mesh.unit_normals(),
+        visual=TextureVisuals(uv=mesh.uv, material=material),  # trimesh flips v itself on export
+        process=False,
+        validate=False,
+    )
+    # a root frame named differently from the mesh, which trimesh then leaves out of the file
+    scene = trimesh.Scene(base_frame=f"{mesh.name}__root")
+    scene.add_geometry(geometry, node_name=mesh.name, geom_name=mesh.name)
+    data = scene.export(file_type="glb", include_normals=True, unitize_normals=False)
+    log.debug("glTF: %d vertices, %d faces, %d bytes", len(mesh.vertices), len(mesh.faces), len(data))
+    return write_bytes(data, path)
+
+
+def _relative_reference(name: str, what: str, allow_folders: bool) -> str:
+    """A file reference an OBJ/MTL line can hold: relative, forward slashes, no whitespace."""
+    if not name or _WHITESPACE.search(name) or "\\" in name:
+        raise ValueError(f"{what} must be a relative file name without spaces or backslashes (got {name!r})")
+    posix = PurePosixPath(name)
+    if posix.is_absolute() or ".." in posix.parts or re.match(r"^[A-Za-z]:", name):
+        raise ValueError(f"{what} must be relative to the OBJ file's folder (got {name!r})")
+    if not allow_folders and len(posix.parts) != 1:
+        raise ValueError(f"{what} must be a file name in the OBJ file's folder (got {name!r})")
+    return name
+
+
+def _obj_token(name: str) -> str:
+    """Object and material names are one token in OBJ/MTL: no whitespace, no comment sign."""
+    return _NOT_A_TOKEN.sub("_", name.strip())
+
+
+def _rows(array: np.ndarray, fmt: str) -> bytes:
+    """One line per row of `array`, formatted by `fmt` (which carries the line's keyword)."""
+    buffer = io.BytesIO()
+    if array.dtype.kind == "f":
+        array = array + 0.0  # turns -0 into 0, which reads the same and looks less odd
+    np.savetxt(buffer, array, fmt=fmt, newline="\n", encoding="utf-8")
+    return buffer.getvalue()
+
+
+def write_obj(
+    mesh: TexturedMesh,
+    obj_path: str | os.PathLike[str],
+    mtl_name: str,
+    texture_name: str,
+    *,
+    write_texture: bool = False,
+) -> tuple[Path, Path]:
+    """Wavefront OBJ (`v`, `vt`, `vn`, `f v/vt/vn`) and its MTL, next to each other.
+
+    `mtl_name` is a file name in the OBJ's folder; `texture_name` is the texture's path relative
+    to it (`map_Kd`). The texture itself is written only with `write_texture=True` (the pipeline
+    usually writes it once for all formats). Floats carry 9 significant digits (float32 exact).
+    Returns the OBJ and MTL paths.
+    """
+    obj_path = Path(obj_path)
+    mtl_name = _relative_reference(mtl_name, "mtl_name", allow_folders=False)
+    texture_name = _relative_reference(texture_name, "texture_name", allow_folders=True)
+    material = _obj_token(mesh.material_name)
+    mtl_path = obj_path.parent / mtl_name
+
+    mtl = "\n".join(
+        [
+            "# UV-IDM for Blender",
+            f"newmtl {material}",
+            "Ka 0 0 0",
+            "Kd 1 1 1",
+            f"Ks {SPECULAR_COLOR:g} {SPECULAR_COLOR:g} {SPECULAR_COLOR:g}",
+            "Ke 0 0 0",
+            f"Ns {SPECULAR_EXPONENT:g}",
+            "Ni 1.45",
+            "d 1",
+            "illum 2",
+            f"Pr {ROUGHNESS:g}",  # PBR extension, read by Blender's importer
+            f"Pm {METALLIC:g}",
+            f"map_Kd {texture_name}",
+            "",
+        ]
+    ).encode("utf-8")
+
+    indices = mesh.faces + 1  # OBJ counts from 1
+    corners = np.repeat(indices, 3, axis=1)  # v/vt/vn share the index: attributes are per vertex
+    header = "\n".join(
+        [
+            "# UV-IDM for Blender: metres, +Y up, face towards +Z",
+            f"mtllib {mtl_name}",
+            f"o {_obj_token(mesh.name)}",
+            "",
+        ]
+    ).encode("utf-8")
+    body = b"".join(
+        [
+            header,
+            _rows(mesh.vertices, f"v {_FLOAT} {_FLOAT} {_FLOAT}"),
+            _rows(mesh.uv, f"vt {_FLOAT} {_FLOAT}"),
+            _rows(mesh.unit_normals(), f"vn {_FLOAT} {_FLOAT} {_FLOAT}"),
+            f"usemtl {material}\ns off\n".encode(),
+            _rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d"),
+        ]
+    )
+    write_bytes(mtl, mtl_path)  # the MTL first: an OBJ never points at a missing MTL
+    if write_texture:
+        texture_path = obj_path.parent / texture_name
+        texture_path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(mesh.texture, texture_path)
+    write_bytes(body, obj_path)
+    log.debug("OBJ: %d vertices, %d faces -> %s", len(mesh.vertices), len(mesh.faces), obj_path)
+    return obj_path, mtl_path
