@@ -1,0 +1,70 @@
+"""UV lookup tables: which triangle covers each texel of the UV map, with which weights.
+
+The official UV-IDM code ships them as ``BFM/triangle_buffer.npy`` and
+``BFM/barycentric_weight.npy`` (S = 256) and uses them in ``my_render_colors_ras_torch``
+(vertex colours -> UV image) and ``remap_tex_from_input2D`` (photo -> UV texture); here they are
+computed from the UV layout with the rasterizer, at any resolution (256 for the model, 1024-2048
+for output textures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .raster import TorchRasterizer
+
+
+def _uv_pixels(uv: Tensor, height: int, width: int) -> Tensor:
+    """Texel coordinates of ``process_uv(uv, H, W)`` (official ``scripts/visualize.py`` /
+    ``ldm/modules/encoders/modules.py``): ``x = u (W - 1)``, ``y = H - v (H - 1) - 1``.
+
+    Kept private here (``uvidm_backend.geometry.uv.process_uv`` is the public one) so the tables
+    depend on nothing but the rasterizer; the numbers are the same.
+    """
+    uv = uv.double()
+    return torch.stack([uv[:, 0] * (width - 1), height - uv[:, 1] * (height - 1) - 1], 1)
+
+
+def uv_lookup_tables(
+    uv: Tensor | np.ndarray,
+    triangles: Tensor | np.ndarray,
+    size: int | tuple[int, int] = 256,
+    *,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Rasterises the UV layout into the official lookup-table format.
+
+    uv: (N, 2) per-vertex texture coordinates in [0, 1] (v up); triangles: (F, 3) 0-based.
+    size: S (square, as in the official code) or (H, W). Texel (r, c) is sampled at x = c, y = r
+    of ``process_uv`` pixel coordinates. Computed on ``device`` (default: uv's device, else CPU)
+    with the PyTorch rasterizer and its inclusive fill rule, so texels exactly on the border of the
+    layout are covered and the tables are the same on every device (where two triangles share
+    a texel on their common edge, the lower triangle index is kept).
+
+    Returns ``triangle_buffer`` (H, W) int64 (0 where no triangle covers the texel, as in the
+    official files) and ``barycentric_weight`` (H, W, 3) float32 (all 0 where uncovered), where
+    ``barycentric_weight[..., k]`` belongs to vertex ``triangles[triangle_buffer, k]``. Unlike the
+    official files, whose weights are quantised to multiples of 1/63, the weights are exact.
+    """
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if device is None:
+        device = uv.device if isinstance(uv, Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    uv = torch.as_tensor(uv).to(device)
+    triangles = torch.as_tensor(triangles).to(device=device, dtype=torch.int64)
+    if uv.ndim != 2 or uv.shape[1] != 2:
+        raise ValueError(f"uv must be (N, 2), got {tuple(uv.shape)}")
+
+    pixels = _uv_pixels(uv, height, width)
+    # Clip coordinates that put texel (r, c)'s centre at pixel (row r, column c); z = 0, w = 1.
+    clip = torch.zeros((1, uv.shape[0], 4), dtype=torch.float64, device=device)
+    clip[0, :, 0] = (pixels[:, 0] + 0.5) / width * 2 - 1
+    clip[0, :, 1] = (pixels[:, 1] + 0.5) / height * 2 - 1
+    clip[0, :, 3] = 1.0
+    rasterizer = TorchRasterizer(device, fill_rule="inclusive")
+    # float64 clip coordinates: texel centres on vertices or edges stay exactly on them.
+    raster = rasterizer.rasterize(clip, triangles, (height, width))
+    triangle_buffer = raster.triangle_id[0].clamp(min=0)
+    return triangle_buffer, raster.barycentric[0].contiguous()
