@@ -7,7 +7,7 @@ import logging
 import sys
 
 from uvidm_backend import __version__
-from uvidm_backend.commands import doctor, weights
+from uvidm_backend.commands import doctor, generate, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uvidm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     commands = parser.add_subparsers(dest="command", required=True)
+    generate.add_parser(commands)
     weights.add_parser(commands)
     doctor.add_parser(commands)
     return parser

@@ -7,6 +7,14 @@ from typing import Any
 
 from uvidm_backend.pipeline.errors import InputError
 
+DIFFUSION_TIMESTEPS = 1000
+
+
+def ddim_steps_supported(steps: int, num_timesteps: int = DIFFUSION_TIMESTEPS) -> bool:
+    """Whether `range(0, T, T // steps) + 1` (the official uniform DDIM spacing) stays below T."""
+    stride = num_timesteps // steps
+    return (num_timesteps - 1) // stride * stride + 1 < num_timesteps
+
 TEXTURE_SIZES = (256, 2048)
 EXPRESSIONS = ("photo", "neutral")
 SAMPLERS = ("ddim",)
@@ -29,6 +37,9 @@ class GenerateOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 500:
             raise InputError(f"steps must be between 1 and 500 (got {self.steps})")
+        if not ddim_steps_supported(self.steps):
+            raise InputError(f"{self.steps} steps cannot be used: the official DDIM spacing would step past the "
+                             f"last timestep; use {self.steps - 1} or {self.steps + 1}")
         if not 0.0 <= self.eta <= 1.0:
             raise InputError(f"eta must be between 0 and 1 (got {self.eta})")
         if self.sampler not in SAMPLERS:

@@ -1,0 +1,128 @@
+"""`uvidm generate PHOTO... -o DIR`: a textured head for each photo, one folder each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from uvidm_backend.commands.common import add_model_folder_options, model_paths
+from uvidm_backend.pipeline.errors import ModelFilesMissing, UVIDMError
+from uvidm_backend.pipeline.options import EXPRESSIONS, GenerateOptions
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("generate", help="make a textured 3D head from each photo")
+    parser.add_argument("photos", nargs="+", type=photo_argument, metavar="PHOTO",
+                        help="photos (JPEG, PNG, WebP, ...); 'sample:t1.jpg' is a sample photo of insightface")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                        help="output folder; each photo gets DIR/<photo name>/")
+    defaults = GenerateOptions()
+    parser.add_argument("--face", type=int, default=None, metavar="N",
+                        help="which face, counting from 0 left to right (default: the largest)")
+    parser.add_argument("--landmarks", type=Path, metavar="FILE",
+                        help="five points (eyes, nose tip, mouth corners) instead of face detection: JSON or "
+                             "text with five 'x y' lines")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="diffusion steps (default: %(default)s)")
+    parser.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
+    parser.add_argument("--texture-size", type=int, default=defaults.texture_size,
+                        help="albedo.png side in pixels, 256 to 2048 (default: %(default)s)")
+    parser.add_argument("--delight", action="store_true", help="divide out the fitted lighting from the texture")
+    parser.add_argument("--expression", choices=EXPRESSIONS, default=defaults.expression,
+                        help="mesh expression: as in the photo or neutral (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow weight files that need full unpickling (only for files you trust)")
+    add_model_folder_options(parser)
+    parser.set_defaults(run=run_generate)
+
+
+SAMPLE_PREFIX = "sample:"
+
+
+def photo_argument(value: str) -> Path:
+    """A photo path, or `sample:NAME` for a sample photo shipped inside the insightface package."""
+    if not value.startswith(SAMPLE_PREFIX):
+        return Path(value)
+    import importlib.util
+
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or spec.origin is None:
+        raise argparse.ArgumentTypeError("sample photos come with insightface: pip install insightface")
+    return Path(spec.origin).parent / "data" / "images" / value[len(SAMPLE_PREFIX):]
+
+
+def output_folders(photos: list[Path], root: Path) -> list[Path]:
+    """DIR/<stem>, with a suffix when two photos share a name."""
+    seen: dict[str, int] = {}
+    folders = []
+    for photo in photos:
+        count = seen.get(photo.stem, 0)
+        seen[photo.stem] = count + 1
+        folders.append(root / (photo.stem if count == 0 else f"{photo.stem}-{count + 1}"))
+    return folders
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from uvidm_backend.pipeline.faces import (
+        face_from_landmarks,
+        read_landmarks_file,
+        select_face,
+        sort_left_to_right,
+    )
+    from uvidm_backend.pipeline.pipeline import Pipeline
+
+    try:
+        base_options = GenerateOptions(steps=args.steps, eta=args.eta, seed=args.seed,
+                                       texture_size=args.texture_size, delight=args.delight,
+                                       expression=args.expression, face_index=args.face)
+    except UVIDMError as error:
+        print(f"error: {error}")
+        return 2
+    missing_photos = [str(photo) for photo in args.photos if not photo.is_file()]
+    if missing_photos:
+        print(f"error: photo not found: {', '.join(missing_photos)}")
+        return 2
+    try:
+        pipeline = Pipeline.load(model_paths(args), device=args.device, trust_pickle=args.trust_pickle)
+    except ModelFilesMissing as error:
+        print(f"error: {error}")
+        return 2
+    except UVIDMError as error:
+        print(f"error: {error}")
+        return 2
+
+    failures = 0
+    for photo, folder in zip(args.photos, output_folders(args.photos, args.output), strict=True):
+        with tqdm(total=100, desc=photo.name, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+                  leave=True) as bar:
+            def progress(stage: str, fraction: float, bar=bar) -> None:
+                bar.set_postfix_str(stage)
+                bar.n = round(fraction * 100)
+                bar.refresh()
+
+            try:
+                options = base_options
+                if args.landmarks is not None:
+                    # The file may list several faces: --face picks one, as it would among detected faces.
+                    faces = sort_left_to_right([face_from_landmarks(points) for points in
+                                                read_landmarks_file(args.landmarks, image_name=photo.name)])
+                    face = select_face(faces, args.face)
+                    options = GenerateOptions(**{**base_options.to_dict(), "landmarks": face.points.tolist(),
+                                                 "face_index": faces.index(face)})
+                pipeline.generate_to_folder(photo, folder, options, progress, overwrite=args.overwrite)
+            except (UVIDMError, FileExistsError) as error:
+                failures += 1
+                bar.set_postfix_str("failed")
+                tqdm.write(f"{photo}: {error}")
+                continue
+        print(f"{photo} -> {folder}")
+    if failures:
+        print(f"{failures} of {len(args.photos)} photo(s) failed; see the messages above")
+    return 1 if failures else 0

@@ -1,0 +1,319 @@
+"""One photo in, a textured BFM head out: the backend's main job.
+
+photo -> face (insightface or given five points) -> alignment (official preprocessing) ->
+condition stage (BFM fit, face parsing, partial UV texture, tokens) -> DDIM sampling ->
+decoding -> colour transfer -> production texture -> mesh -> files.
+
+One `Pipeline` holds the loaded models (load once, reuse for every photo); `generate`
+returns the finished head in memory, `generate_to_folder` writes it atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from uvidm_backend import __version__
+from uvidm_backend.condition import ConditionStage
+from uvidm_backend.diffusion import ddim_schedule, sample_ddim
+from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
+from uvidm_backend.geometry.bfm_files import BFMData, load_bfm
+from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL, project, projXY_to_original, to_camera
+from uvidm_backend.geometry.face_model import DEFAULT_INIT_LIT, FaceModel
+from uvidm_backend.geometry.raster import get_rasterizer
+from uvidm_backend.geometry.uv import remap_texture_from_image, uv_vertex_index
+from uvidm_backend.geometry.uv_tables import uv_lookup_tables
+from uvidm_backend.models.stack import LatentDiffusionConfig, load_face_parsing, load_latent_diffusion, load_recon_net
+from uvidm_backend.pipeline import texture as textures
+from uvidm_backend.pipeline.errors import ModelFilesMissing
+from uvidm_backend.pipeline.export import TexturedMesh, write_glb, write_obj
+from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
+from uvidm_backend.pipeline.images import Photo, load_photo
+from uvidm_backend.pipeline.options import GenerateOptions
+from uvidm_backend.pipeline.output_folder import OutputFolder, write_json, write_png
+from uvidm_backend.pipeline.preview import preview_scale, render_preview
+from uvidm_backend.registry import ModelPaths
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+BFM_UNIT_METRES = 0.1  # BFM coordinates are in units of 10 cm (focal 1015 px at distance 10)
+
+# Share of the whole job each stage stands for, in order (for one progress bar).
+STAGES = {"photo": 0.02, "face": 0.04, "condition": 0.12, "diffusion": 0.6, "decode": 0.05, "texture": 0.08,
+          "mesh": 0.02, "preview": 0.04, "files": 0.03}
+
+
+@dataclass(frozen=True, eq=False)
+class Head:
+    """A finished head, before it is written to files."""
+
+    mesh: TexturedMesh
+    albedo: np.ndarray  # (S, S, 3) uint8, the texture of the mesh
+    albedo_model: np.ndarray  # the diffusion model's raw texture, uint8
+    preview: np.ndarray  # (H, W, 3) uint8
+    info: dict[str, Any] = field(default_factory=dict)  # result.json
+
+
+class _ProgressTracker:
+    """Turns (stage, fraction of the stage) into the fraction of the whole job; times each stage."""
+
+    def __init__(self, callback: Progress | None):
+        self.callback = callback
+        self.timings: dict[str, float] = {}
+        self._done = 0.0
+        self._stage: str | None = None
+        self._started = 0.0
+
+    def start(self, stage: str) -> None:
+        self.finish()
+        self._stage, self._started = stage, time.perf_counter()
+        self.report(0.0)
+
+    def report(self, fraction: float) -> None:
+        if self.callback is not None and self._stage is not None:
+            self.callback(self._stage, min(1.0, self._done + STAGES[self._stage] * fraction))
+
+    def finish(self) -> None:
+        if self._stage is not None:
+            self.timings[self._stage] = round(time.perf_counter() - self._started, 4)
+            self._done += STAGES[self._stage]
+            self._stage = None
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def outward_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Triangles wound counter-clockwise seen from outside (glTF/OBJ front faces).
+
+    BFM's winding makes `compute_norm` point into the head; exporters need the other way.
+    """
+    a, b, c = (vertices[triangles[:, k]] for k in range(3))
+    normals = np.cross(b - a, c - a)
+    outward = (a + b + c) / 3 - vertices.mean(axis=0)
+    return triangles if np.sum(normals * outward) >= 0 else triangles[:, ::-1].copy()
+
+
+class Pipeline:
+    """The loaded models and the steps from a photo to a textured head."""
+
+    def __init__(self, paths: ModelPaths, device: torch.device, networks, recon_net, bfm: BFMData,
+                 detector: FaceDetector, corrected_ear_mask: bool = False):
+        self.paths = paths
+        self.device = device
+        self.networks = networks.to(device)
+        self.recon_net = recon_net.to(device)
+        self.bfm = bfm
+        self.detector = detector
+        self.rasterizer = get_rasterizer(device)
+        self.head_model = FaceModel.whole_head(bfm, device=device)
+        self.front_model = FaceModel.front_face(bfm, device=device)
+        self.triangles = torch.from_numpy(bfm.full_triangles).to(device)
+        self.uv = torch.from_numpy(bfm.uv.astype(np.float32)).to(device)
+        self.front_idx = torch.from_numpy(bfm.front_idx).to(device)
+        self.lm3d_5 = extract_lm5_from_lm68(bfm.lm3d)
+        self.model_size = networks.config.texture_size
+        self._uv_tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        if bfm.triangle_buffer is not None and bfm.triangle_buffer.shape[0] == self.model_size:
+            self._uv_tables[self.model_size] = (torch.from_numpy(bfm.triangle_buffer).to(device),
+                                                torch.from_numpy(bfm.barycentric_weight).to(device))
+        tables = self.uv_tables(self.model_size)
+        self.condition_stage = ConditionStage(
+            self.networks.recon_net, self.networks.seg_model, self.networks.condition_fuser, self.head_model,
+            uv_vertex_index(self.triangles, tables[0]), tables[1], corrected_ear_mask).to(device)
+        self.front_mask = textures.front_region_mask(self.triangles, *tables, self.front_idx)
+        mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().numpy()
+        self.export_triangles = outward_triangles(mean_shape, bfm.full_triangles)
+
+    @classmethod
+    def load(cls, paths: ModelPaths | None = None, device: str = "auto", use_ema: bool = False,
+             trust_pickle: bool = False, corrected_ear_mask: bool = False) -> Pipeline:
+        """Loads every model file (raises `ModelFilesMissing` naming what to download)."""
+        paths = paths or ModelPaths.resolve()
+        missing = paths.missing()
+        if missing:
+            command = f"uvidm weights download --weights {paths.weights} --bfm {paths.bfm}"
+            raise ModelFilesMissing([file.name for file in missing], command)
+        config_file = paths.path("ldm_config.json")
+        config = LatentDiffusionConfig.from_file(config_file) if config_file.is_file() else None
+        started = time.perf_counter()
+        networks = load_latent_diffusion(paths.locate("ldm.ckpt"), config, use_ema, trust_pickle)
+        recon_net = load_recon_net(paths.locate("epoch_20.pth"), trust_pickle)
+        # The condition stage uses ldm.ckpt's copy of the parsing network (as visualize.py, whose
+        # checkpoint load overrides the one read from 79999_iter.pth); loading the file checks it.
+        load_face_parsing(paths.locate("79999_iter.pth"), trust_pickle)
+        bfm = load_bfm(paths.bfm)
+        pipeline = cls(paths, pick_device(device), networks, recon_net, bfm, FaceDetector(paths.insightface_root),
+                       corrected_ear_mask)
+        log.info("models loaded in %.1f s on %s", time.perf_counter() - started, pipeline.device)
+        return pipeline
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "dtype": "float32", "rasterizer": type(self.rasterizer).__name__,
+                "texture_size_model": self.model_size,
+                "models": ["ldm", "recon_net", "face_parsing", "bfm"]}
+
+    def uv_tables(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """UV lookup tables (triangle_buffer, barycentric_weight) at `size`, computed once per size."""
+        if size not in self._uv_tables:
+            buffer, weight = uv_lookup_tables(self.uv, self.triangles, size, device=self.device)
+            self._uv_tables[size] = (buffer.to(self.device), weight.to(self.device))
+        return self._uv_tables[size]
+
+    # -- the job ---------------------------------------------------------------------------
+
+    def find_face(self, photo: Photo, options: GenerateOptions) -> tuple[DetectedFace, int | None]:
+        if options.landmarks is not None:
+            return face_from_landmarks(np.asarray(options.landmarks, dtype=np.float32), photo), options.face_index
+        faces = self.detector.detect(photo)
+        face = select_face(faces, options.face_index, photo=photo)
+        return face, faces.index(face)
+
+    @torch.inference_mode()
+    def generate(self, photo_source: bytes | str | Path, options: GenerateOptions | None = None,
+                 progress: Progress | None = None) -> Head:
+        options = options or GenerateOptions()
+        tracker = _ProgressTracker(progress)
+        device = self.device
+
+        tracker.start("photo")
+        photo = load_photo(photo_source)
+        tracker.start("face")
+        face, face_index = self.find_face(photo, options)
+        image = Image.fromarray(photo.pixels)
+        alignment = align_face(image, lm5_from_insightface(face.points, photo.height), self.lm3d_5)
+
+        tracker.start("condition")
+        crop = torch.from_numpy(alignment.model_input()).permute(2, 0, 1)[None].to(device)
+        photo_m11 = torch.from_numpy(np.array(photo.pixels)).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1
+        # visualize.py casts trans_params to float32 before they reach the model (trap 5).
+        trans_params = torch.from_numpy(np.asarray(alignment.trans_params, dtype=np.float32))[None].to(device)
+        condition = self.condition_stage(crop, photo_m11, trans_params)
+
+        tracker.start("diffusion")
+        generator = torch.Generator(device=device).manual_seed(options.seed)
+        latent_size = self.networks.config.image_size
+        x_T = torch.randn((1, self.networks.config.channels, latent_size, latent_size), generator=generator,
+                          device=device)
+        ddim = ddim_schedule(self.networks.schedule, options.steps, options.eta)
+
+        def on_step(step) -> None:
+            tracker.report((step.index + 1) / step.total)
+
+        latent = sample_ddim(self.networks.unet, x_T, condition.tokens, ddim, generator=generator, callback=on_step)
+
+        tracker.start("decode")
+        generated = ((self.networks.decode_latent(latent) + 1) * 0.5).clamp(0, 1)
+
+        tracker.start("texture")
+        coefficients = self.recon_net((crop + 1) * 0.5)  # visualize.py's stand-alone network: the output mesh
+        shape, id_shape = self.head_model.compute_shape(coefficients.id, coefficients.exp)
+        rotation = self.head_model.rotation(coefficients.angle)
+        normals_rotated = self.head_model.compute_norm(shape) @ rotation
+        shading = self.head_model.compute_color(torch.ones_like(shape), normals_rotated, coefficients.gamma,
+                                                DEFAULT_INIT_LIT)
+        model_tables = self.uv_tables(self.model_size)
+        front_shape, _ = self.front_model.compute_shape(coefficients.id, coefficients.exp)
+        front_colors = self.front_model.compute_color(
+            self.front_model.compute_texture(coefficients.tex), self.front_model.compute_norm(front_shape) @ rotation,
+            coefficients.gamma, DEFAULT_INIT_LIT)
+        head_colors = self.head_model.compute_texture(coefficients.tex)
+        head_colors[:, self.front_idx] = front_colors
+        baseline = textures.baseline_color_map(head_colors, self.triangles, *model_tables)
+        matched = textures.match_to_baseline(generated, baseline, self.front_mask)
+
+        size = options.texture_size
+        buffer, weight = self.uv_tables(size)
+        projected = projXY_to_original(project(to_camera(shape, rotation, coefficients.trans)), trans_params)
+        photo01 = (photo_m11 + 1) * 0.5
+        skin = self.condition_stage.parse_skin(photo01)
+        photo_texture, photo_mask = remap_texture_from_image(
+            photo01, projected, normals_rotated, skin, uv_vertex_index(self.triangles, buffer), weight)
+        albedo = textures.compose_albedo(textures.resize_texture(matched, size), photo_texture, photo_mask)
+        if options.delight:
+            shading_map = textures.baseline_color_map(shading, self.triangles, buffer, weight)
+            albedo = textures.delight(albedo, shading_map)
+
+        tracker.start("mesh")
+        mesh_shape = shape if options.expression == "photo" else id_shape
+        vertices = mesh_shape[0].cpu().numpy() * BFM_UNIT_METRES
+        normals = -self.head_model.compute_norm(mesh_shape)[0].cpu().numpy()  # BFM normals point inwards
+        albedo_image = textures.to_uint8_image(albedo)
+        mesh = TexturedMesh(vertices=vertices.astype(np.float32), faces=self.export_triangles,
+                            uv=self.bfm.uv.astype(np.float32), normals=normals.astype(np.float32),
+                            texture=albedo_image, name=Path(photo.name).stem if photo.name else "head")
+
+        tracker.start("preview")
+        scale = preview_scale(photo.width, photo.height)
+        small = photo01 if scale == 1.0 else torch.nn.functional.interpolate(
+            photo01, scale_factor=scale, mode="area", recompute_scale_factor=False)
+        depth = to_camera(shape, rotation, coefficients.trans)[..., 2]
+        preview = render_preview(self.rasterizer, small, projected * scale, depth, self.triangles, self.uv, albedo,
+                                 shading)
+        tracker.finish()
+
+        info = self._result_info(photo, face, face_index, coefficients, alignment, options, tracker.timings)
+        return Head(mesh=mesh, albedo=albedo_image, albedo_model=textures.to_uint8_image(generated),
+                    preview=textures.to_uint8_image(preview), info=info)
+
+    def generate_to_folder(self, photo_source: bytes | str | Path, out_dir: str | Path,
+                           options: GenerateOptions | None = None, progress: Progress | None = None,
+                           overwrite: bool = False) -> Path:
+        """Writes head.glb, head.obj/.mtl, albedo.png, albedo_model.png, preview.png, result.json
+        into `out_dir`, atomically: on any failure (or cancel) nothing is left behind."""
+        started = time.perf_counter()
+        head = self.generate(photo_source, options, progress)
+        if progress is not None:
+            progress("files", 1.0 - STAGES["files"])
+        with OutputFolder(Path(out_dir), overwrite=overwrite) as folder:
+            write_png(head.albedo, folder / "albedo.png")
+            write_png(head.albedo_model, folder / "albedo_model.png")
+            write_png(head.preview, folder / "preview.png")
+            write_glb(head.mesh, folder / "head.glb")
+            write_obj(head.mesh, folder / "head.obj", "head.mtl", "albedo.png")
+            info = dict(head.info)
+            info["timings"] = {**info["timings"], "total": round(time.perf_counter() - started, 4)}
+            info["files"] = sorted(["head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png",
+                                    "preview.png", "result.json"])
+            write_json(info, folder / "result.json")
+        if progress is not None:
+            progress("files", 1.0)
+        return Path(out_dir)
+
+    def _result_info(self, photo: Photo, face: DetectedFace, face_index: int | None, coefficients, alignment,
+                     options: GenerateOptions, timings: dict[str, float]) -> dict[str, Any]:
+        def as_list(tensor: torch.Tensor) -> list:
+            return tensor[0].detach().cpu().double().numpy().round(7).tolist()
+
+        return {
+            "version": __version__,
+            "photo": {"name": photo.name, "size": [photo.width, photo.height], "sha256": photo.sha256},
+            "face": {"index": face_index, "box": [round(float(v), 2) for v in face.box],
+                     "landmarks": np.asarray(face.points, dtype=float).round(2).tolist(),
+                     "source": "given" if options.landmarks is not None else "detected"},
+            "coefficients": {name: as_list(value) for name, value in coefficients.as_dict().items()},
+            "pose": {"angles_radians": as_list(coefficients.angle), "translation": as_list(coefficients.trans)},
+            "camera": {"focal": FOCAL, "center": CENTER, "distance": CAMERA_DISTANCE, "crop": 224,
+                       "trans_params": np.asarray(alignment.trans_params, dtype=float).round(6).tolist()},
+            "mesh": {"vertices": int(self.head_model.n_vertices), "faces": int(self.triangles.shape[0]),
+                     "units": "metres", "up": "+Y", "front": "+Z", "pose": "canonical",
+                     "expression": options.expression},
+            "options": options.to_dict(),
+            "timings": timings,
+            "device": str(self.device),
+            "versions": {"uvidm": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+        }
