@@ -226,8 +226,8 @@ def test_bad_photos_fail_clearly_and_the_rest_of_the_run_goes_on(tmp_path, model
 
 
 def test_missing_model_files_are_named_before_any_work(tmp_path, capsys):
-    photo = sample_photo("t1.jpg")
-    code = main(["generate", str(photo), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "weights"),
+    sample_photo("t1.jpg")  # the README's main job: the sample photo, before any model file is there
+    code = main(["generate", "sample:t1.jpg", "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "weights"),
                  "--bfm", str(tmp_path / "BFM")])
     printed = capsys.readouterr().out
     assert code == 2
