@@ -7,7 +7,7 @@ import logging
 import sys
 
 from uvidm_backend import __version__
-from uvidm_backend.commands import doctor, generate, weights
+from uvidm_backend.commands import doctor, generate, serve, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     commands = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(commands)
+    serve.add_parser(commands)
     weights.add_parser(commands)
     doctor.add_parser(commands)
     return parser

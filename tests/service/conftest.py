@@ -1,0 +1,84 @@
+"""Fixtures of the service tests: the real pipeline on a tiny model folder, photos, live servers on loopback."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from pipeline.photos import fixture_landmarks, sample_photo
+from service.live import LiveServer, SamplePhoto
+
+from uvidm_backend.service.app import create_app
+from uvidm_backend.service.settings import ServiceSettings
+from uvidm_backend.service.worker import ModelHolder
+
+
+@pytest.fixture(scope="session")
+def photo() -> SamplePhoto:
+    """insightface's t1.jpg (1280x886, six faces) with the five points of its left-most face."""
+    landmarks = fixture_landmarks()["t1.jpg"]["faces"][0]["lm5"]
+    return SamplePhoto(sample_photo("t1.jpg").read_bytes(), "t1.jpg", landmarks)
+
+
+@pytest.fixture(scope="session")
+def small_photo(photo: SamplePhoto) -> SamplePhoto:
+    """A 320x320 crop of t1.jpg around the same face: the same work per job at a fraction of the pixels."""
+    left, top = 0, 200
+    with Image.open(io.BytesIO(photo.data)) as image:
+        crop = image.convert("RGB").crop((left, top, left + 320, top + 320))
+    buffer = io.BytesIO()
+    crop.save(buffer, format="JPEG", quality=92)
+    points = [[x - left, y - top] for x, y in photo.landmarks]
+    return SamplePhoto(buffer.getvalue(), "crop.jpg", points)
+
+
+@pytest.fixture(scope="session")
+def model_paths(tmp_path_factory: pytest.TempPathFactory):
+    from uvidm_backend.devtools.model_folder import write_model_folder
+
+    return write_model_folder(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def pipeline(model_paths):
+    """The real pipeline, loaded once (as the service keeps it warm) and shared by the test servers."""
+    from uvidm_backend.pipeline import Pipeline
+
+    return Pipeline.load(model_paths, device="cpu")
+
+
+@pytest.fixture
+def serve(tmp_path: Path, pipeline):
+    """serve(runner=None, **settings) starts a server (the shared pipeline unless a runner or ModelHolder is
+    given; jobs in tmp_path/jobs unless jobs_dir is given); all are stopped at the end of the test."""
+    started: list[LiveServer] = []
+
+    def start(runner: Any = None, **overrides: Any) -> LiveServer:
+        overrides.setdefault("jobs_dir", tmp_path / "jobs")
+        settings = ServiceSettings(**overrides)
+        server = LiveServer(create_app(settings, pipeline if runner is None else runner), settings).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def gate(pipeline):
+    """A ModelHolder whose 'loading' ends only when the test sets the event: jobs stay queued until then."""
+    event = threading.Event()
+
+    def load():
+        event.wait()
+        return pipeline
+
+    yield ModelHolder(load=load), event
+    event.set()
+
+

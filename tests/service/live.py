@@ -1,0 +1,102 @@
+"""Helpers of the service tests: live servers on loopback, sample photos, polling, raw requests."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+
+from uvidm_backend.service.settings import ServiceSettings
+
+SMALL_OPTIONS = {"steps": "2", "texture_size": "256"}
+
+
+@dataclass(frozen=True)
+class SamplePhoto:
+    data: bytes
+    name: str
+    landmarks: list[list[float]]
+
+    def form(self, **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(files, data) for POST /v1/jobs with small options; `options` override or add fields."""
+        fields = {**SMALL_OPTIONS, "landmarks": json.dumps(self.landmarks), **options}
+        return {"photo": (self.name, self.data, "application/octet-stream")}, {
+            key: str(value) for key, value in fields.items() if value is not None}
+
+
+@dataclass
+class LiveServer:
+    """A real uvicorn server on a free loopback port, in a background thread of the test process."""
+
+    app: Any
+    settings: ServiceSettings
+    url: str = ""
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def start(self) -> LiveServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))  # bound before the thread starts: no port race
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=60, **kwargs)
+        self.clients.append(client)
+        return client
+
+    @property
+    def store(self):
+        return self.app.state.store
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        if self.server is not None and self.thread is not None and self.thread.is_alive():
+            self.server.should_exit = True
+            self.thread.join(60)
+            assert not self.thread.is_alive(), "the test server did not stop"
+
+
+def wait_for(client: httpx.Client, job_id: str, states: tuple[str, ...] = ("done", "failed", "cancelled"),
+             timeout: float = 180.0, stage: str | None = None) -> dict[str, Any]:
+    """Polls GET /v1/jobs/{id} until the job is in one of `states` (and at `stage`, when given)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job = response.json()
+        if job["state"] in states and (stage is None or job["stage"] == stage):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['state']} ({job['stage']}) after {timeout} s")
+        time.sleep(0.05)
+
+
+def raw_status(port: int, method: str, target: str, headers: dict[str, str] | None = None) -> int:
+    """Sends a request line as given (no client-side normalisation of '..' or %2F) and returns the status."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
+             *(f"{key}: {value}" for key, value in (headers or {}).items()), "", ""]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall("\r\n".join(lines).encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])

@@ -1,0 +1,246 @@
+"""The HTTP API on a real server (loopback) with the real pipeline on the tiny model folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import zipfile
+
+import pytest
+from PIL import Image
+from pipeline.photos import heic_like, png_claiming
+from service.live import raw_status, wait_for
+
+from uvidm_backend.service.jobs import OUTPUT_FILES
+
+MAGIC = {".glb": b"glTF", ".png": b"\x89PNG\r\n\x1a\n"}
+
+
+def read_events(client, job_id: str) -> list[tuple[str, dict]]:
+    """(event name, data) of the job's event stream, up to its end event."""
+    events, name = [], None
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: "):])))
+                if name == "end":
+                    break
+    return events
+
+
+def test_happy_path_end_to_end(serve, photo):
+    server = serve()
+    client = server.client()
+    health = client.get("/v1/health").json()
+    assert health["models"]["state"] == "ready" and health["models"]["loaded"]
+    assert health["device"] == "cpu" and health["queue_capacity"] == 16
+
+    files, data = photo.form(seed=5, delight="true", expression="neutral")
+    response = client.post("/v1/jobs", files=files, data=data)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["state"] in ("queued", "running") and job["photo"] == "t1.jpg"
+    assert job["options"]["steps"] == 2 and job["options"]["texture_size"] == 256
+    assert job["options"]["seed"] == 5 and job["options"]["delight"] is True
+    assert job["options"]["expression"] == "neutral" and job["options"]["landmarks"] == photo.landmarks
+
+    events = read_events(client, job["id"])
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "done"
+    progress = [data["progress"] for name, data in events if name == "progress"]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    stages = {data["stage"] for _, data in events}
+    assert "diffusion" in stages or len(events) >= 2  # a fast job may pass a stage between two polls
+
+    done = wait_for(client, job["id"])
+    assert done["state"] == "done" and done["error"] is None and done["finished"] is not None
+    assert sorted(done["files"]) == sorted(OUTPUT_FILES)
+    downloaded = {}
+    for name in done["files"]:
+        response = client.get(f"/v1/jobs/{job['id']}/files/{name}")
+        assert response.status_code == 200, name
+        assert response.content, name
+        suffix = name[name.rindex("."):]
+        if suffix in MAGIC:
+            assert response.content.startswith(MAGIC[suffix]), name
+        downloaded[name] = response.content
+    result = json.loads(downloaded["result.json"])
+    assert result["photo"]["name"] == "t1.jpg" and result["photo"]["size"] == [1280, 886]
+    assert result["options"]["steps"] == 2 and set(result["coefficients"]) >= {"id", "exp", "tex"}
+    with Image.open(io.BytesIO(downloaded["albedo.png"])) as albedo:
+        assert albedo.size == (256, 256)
+    assert "map_Kd albedo.png" in downloaded["head.mtl"].decode()
+
+    response = client.get(f"/v1/jobs/{job['id']}/archive")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert sorted(archive.namelist()) == sorted(OUTPUT_FILES)
+        for name in archive.namelist():
+            assert archive.read(name) == downloaded[name], name
+
+    # Deleting a finished job removes it and its folder.
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert not (server.settings.jobs_dir / job["id"]).exists()
+
+
+def _huge_body(size: int):
+    boundary = "b" + secrets.token_hex(8)
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"big.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks():  # a generator: sent chunked, without Content-Length
+        yield head
+        block = b"\xff" * 65536
+        for _ in range(size // len(block) + 1):
+            yield block
+        yield tail
+
+    return chunks, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 100, 90)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+BAD_OPTIONS = [
+    ({"steps": "0"}, "steps"),
+    ({"steps": "abc"}, "steps"),
+    ({"steps": "2.5"}, "steps"),
+    ({"eta": "2"}, "eta"),
+    ({"texture_size": "100"}, "texture size"),
+    ({"expression": "smile"}, "expression"),
+    ({"face_index": "-1"}, "face index"),
+    ({"delight": "maybe"}, "delight"),
+    ({"landmarks": "[[1, 2]]"}, "landmarks"),
+    ({"landmarks": "nonsense"}, "landmarks"),
+    ({"landmarks": '{"x": 1}'}, "landmarks"),
+]
+
+
+def test_bad_input_gets_4xx_and_the_service_goes_on(serve, photo, small_photo):
+    server = serve(max_upload_bytes=2 * 1024 * 1024, max_pixels=2_000_000)
+    client = server.client()
+
+    def submit(data: bytes, name: str = "photo.jpg", **options):
+        files, fields = small_photo.form(**options)
+        files = {"photo": (name, data, "image/jpeg")}
+        return client.post("/v1/jobs", files=files, data=fields)
+
+    cases = {
+        "not an image": (submit(b"hello, this is text and no photo" * 10), 415, "not an image"),
+        "a HEIC photo": (submit(heic_like(), "IMG_0001.HEIC"), 415, "HEIC"),
+        "empty": (submit(b""), 400, "empty"),
+        "truncated": (submit(photo.data[: len(photo.data) // 2]), 400, "truncated"),
+        "too small": (submit(_jpeg(32, 32)), 400, "too small"),
+        "too many pixels": (submit(_jpeg(1500, 1500)), 413, "megapixels"),
+        "bomb header": (submit(png_claiming(30000, 30000), "bomb.png"), 413, "pixels"),
+        "huge upload": (submit(b"\xff\xd8\xff" + bytes(3 * 1024 * 1024)), 413, "MB"),
+        "no photo": (client.post("/v1/jobs", data={"steps": "2"}), 422, "photo is required"),
+        "not a form": (client.post("/v1/jobs", json={"steps": 2}), 422, "photo is required"),
+    }
+    chunks, headers = _huge_body(3 * 1024 * 1024)
+    cases["huge chunked upload"] = (client.post("/v1/jobs", content=chunks(), headers=headers), 413, "MB")
+    for options, word in BAD_OPTIONS:
+        cases[f"options {options}"] = (submit(small_photo.data, **options), 422, word)
+
+    for what, (response, status, word) in cases.items():
+        assert response.status_code == status, f"{what}: {response.status_code} {response.text}"
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and word.lower() in detail.lower(), f"{what}: {detail}"
+    assert client.get("/v1/health").json()["queue_length"] == 0
+    assert not any(server.settings.jobs_dir.iterdir()), "refused uploads must leave nothing behind"
+
+    # Still serving: a good photo after all that.
+    response = client.post("/v1/jobs", files=small_photo.form()[0], data=small_photo.form()[1])
+    assert response.status_code == 202, response.text
+    assert wait_for(client, response.json()["id"])["state"] == "done"
+
+
+def test_failing_job_reports_its_message_and_the_worker_goes_on(serve, small_photo):
+    client = serve().client()
+    # Points outside the photo pass the form check (they are five points) but fail inside the job.
+    files, data = small_photo.form(landmarks=json.dumps([[x + 5000, y] for x, y in small_photo.landmarks]))
+    bad = client.post("/v1/jobs", files=files, data=data).json()
+    good = client.post("/v1/jobs", files=small_photo.form()[0], data=small_photo.form()[1]).json()
+    failed = wait_for(client, bad["id"])
+    assert failed["state"] == "failed" and "outside" in failed["error"] and failed["files"] == []
+    assert client.get(f"/v1/jobs/{bad['id']}/files/result.json").status_code == 409
+    assert client.get(f"/v1/jobs/{bad['id']}/archive").status_code == 409
+    assert wait_for(client, good["id"])["state"] == "done"
+
+
+def test_path_traversal_answers_404(serve, small_photo):
+    server = serve()
+    client = server.client()
+    job = client.post("/v1/jobs", files=small_photo.form()[0], data=small_photo.form()[1]).json()
+    job_id = wait_for(client, job["id"])["id"]
+    (server.settings.jobs_dir.parent / "secret.txt").write_text("secret")
+    targets = [
+        "/v1/jobs/..", "/v1/jobs/../health", "/v1/jobs/..%2F..%2Fsecret.txt", "/v1/jobs/%2e%2e/files/result.json",
+        "/v1/jobs/%2E%2E%2F%2E%2E/archive", "/v1/jobs/....%2F%2F....%2F%2Fetc%2Fpasswd",
+        f"/v1/jobs/{job_id}/files/job.json", f"/v1/jobs/{job_id}/files/upload",
+        f"/v1/jobs/{job_id}/files/output", f"/v1/jobs/{job_id}/files/..%2Fjob.json",
+        f"/v1/jobs/{job_id}/files/%2e%2e%2f%2e%2e%2fsecret.txt", f"/v1/jobs/{job_id}/files/..%5c..%5csecret.txt",
+        f"/v1/jobs/{job_id}/files/head.glb%00.png", f"/v1/jobs/{job_id}/files/HEAD.GLB",
+        f"/v1/jobs/{job_id}/files/.%2Fhead.glb", f"/v1/jobs/{job_id}%2F..%2F{job_id}/files/head.glb",
+        f"/v1/jobs/{job_id}/files/%2Fetc%2Fpasswd", f"/v1/jobs/{job_id[:10]}/files/head.glb",
+        f"/v1/jobs/{job_id}x%2F..%2F{job_id}/archive", "/v1/jobs/" + "A" * 22 + "/archive",
+        "/v1/jobs/%2Fetc%2Fpasswd/files/result.json", "/v1/jobs/~/files/result.json",
+    ]
+    for target in targets:
+        assert raw_status(server.port, "GET", target) == 404, target
+        # DELETE exists only on /v1/jobs/{id}: elsewhere the method is not allowed (405), never served.
+        assert raw_status(server.port, "DELETE", target) in (404, 405), target
+    assert raw_status(server.port, "GET", f"/v1/jobs/{job_id}/files/head.glb") == 200
+    assert raw_status(server.port, "GET", f"/v1/jobs/{job_id}/files/../files/head.glb") in (200, 404)
+    assert (server.settings.jobs_dir / job_id / "job.json").is_file()
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Basic c2VjcmV0", "Bearer", "s3cret-token"])
+def test_token_required(serve, gate, small_photo, header):
+    holder, _ = gate  # nothing runs: the models stay 'loading'
+    server = serve(holder, token="s3cret-token")
+    client = server.client()
+    headers = {} if header is None else {"Authorization": header}
+    for method, path in [("GET", "/v1/jobs/" + "A" * 22), ("DELETE", "/v1/jobs/" + "A" * 22),
+                         ("GET", "/v1/jobs/" + "A" * 22 + "/events"), ("GET", "/v1/jobs/" + "A" * 22 + "/archive"),
+                         ("GET", "/v1/jobs/" + "A" * 22 + "/files/head.glb"), ("GET", "/v1/nowhere")]:
+        response = client.request(method, path, headers=headers)
+        assert response.status_code == 401, (method, path)
+        assert response.headers["www-authenticate"] == "Bearer"
+    response = client.post("/v1/jobs", files=small_photo.form()[0], data=small_photo.form()[1], headers=headers)
+    assert response.status_code == 401 and "token" in response.json()["detail"]
+    assert server.store.queue_length() == 0
+    health = client.get("/v1/health", headers=headers)
+    assert health.status_code == 200 and health.json()["token_required"] is True
+
+    good = {"Authorization": "Bearer s3cret-token"}
+    assert client.get("/v1/jobs/" + "A" * 22, headers=good).status_code == 404
+    response = client.post("/v1/jobs", files=small_photo.form()[0], data=small_photo.form()[1], headers=good)
+    assert response.status_code == 202
+    assert client.get(f"/v1/jobs/{response.json()['id']}", headers=good).json()["state"] == "queued"
+
+
+def test_openapi_schema_describes_the_api(serve, gate):
+    client = serve(gate[0]).client()
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    assert set(paths) == {"/v1/health", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events",
+                          "/v1/jobs/{job_id}/files/{name}", "/v1/jobs/{job_id}/archive"}
+    submit = paths["/v1/jobs"]["post"]
+    assert submit["description"] and {"202", "413", "415", "422", "429"} <= set(submit["responses"])
+    form = schema["components"]["schemas"][submit["requestBody"]["content"]["multipart/form-data"]["schema"][
+        "$ref"].rsplit("/", 1)[-1]]
+    assert {"photo", "landmarks", "steps", "texture_size"} <= set(form["properties"])
+    assert all(form["properties"][name].get("description") for name in form["properties"])
+    assert "text/event-stream" in paths["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+    assert schema["components"]["schemas"]["JobModel"]["properties"]["queue_position"]["description"]

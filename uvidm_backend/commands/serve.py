@@ -1,0 +1,107 @@
+"""`uvidm serve`: the backend as a local HTTP service (FastAPI + uvicorn), see docs/API.md."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from uvidm_backend.commands.common import add_model_folder_options, model_paths
+from uvidm_backend.pipeline.images import MAX_PIXELS
+from uvidm_backend.service.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    TOKEN_ENV,
+    ServiceSettings,
+    SettingsError,
+    default_jobs_dir,
+)
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("serve", help="run the backend as a local HTTP service (docs/API.md)",
+                                 description="Serves the HTTP API of docs/API.md. The models load once, in the "
+                                             "background, and stay warm; jobs run one at a time.")
+    add_model_folder_options(parser)
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="address to listen on (default: %(default)s; any other needs a token)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
+    parser.add_argument("--token", default=None,
+                        help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}; prefer the variable, "
+                             "a command line is visible to other users of the machine)")
+    parser.add_argument("--jobs-dir", metavar="DIR", default=None,
+                        help=f"where jobs and results are kept (default: {default_jobs_dir()})")
+    parser.add_argument("--queue-capacity", type=int, default=16,
+                        help="jobs that may wait; more are refused with 429 (default: %(default)s)")
+    parser.add_argument("--keep-hours", type=float, default=24.0,
+                        help="delete finished jobs this long after they finished (default: %(default)s)")
+    parser.add_argument("--max-upload-mb", type=float, default=30.0,
+                        help="largest photo upload in MB (default: %(default)s)")
+    parser.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
+                        help="largest photo in megapixels, at most the default (default: %(default)g)")
+    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
+    parser.set_defaults(run=run_serve)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
+    return ServiceSettings(host=args.host, port=args.port, token=args.token or os.environ.get(TOKEN_ENV),
+                           jobs_dir=args.jobs_dir or default_jobs_dir(), queue_capacity=args.queue_capacity,
+                           keep_hours=args.keep_hours, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                           max_pixels=round(args.max_megapixels * 1e6))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+        settings.check_exposure()
+    except SettingsError as error:
+        print(f"uvidm serve: {error}", file=sys.stderr)
+        return 2
+    paths = model_paths(args)
+    missing = paths.missing()
+    if missing:
+        print(f"uvidm serve: model files missing: {', '.join(file.name for file in missing)}. Get them with "
+              f"`uvidm weights download --weights {paths.weights} --bfm {paths.bfm}`", file=sys.stderr)
+        return 1
+
+    try:
+        import uvicorn
+
+        from uvidm_backend.service.app import create_app
+        from uvidm_backend.service.worker import ModelHolder
+    except ImportError as error:  # the service's packages are not needed by the other commands
+        print(f"uvidm serve: {error.name or error} is not installed: pip install fastapi uvicorn python-multipart",
+              file=sys.stderr)
+        return 1
+
+    def load():  # in the loader thread: the service answers (health: loading) while the models load
+        from uvidm_backend.pipeline import Pipeline
+
+        return Pipeline.load(paths, device=args.device)
+
+    app = create_app(settings, ModelHolder(load=load))
+    print(f"uvidm serve: http://{settings.host}:{settings.port} (API docs at /docs), jobs in {settings.jobs_dir}"
+          + (", token required" if settings.token else ""), flush=True)
+    verbose = getattr(args, "verbose", False)
+    # Bounded graceful shutdown: open event streams must not keep Ctrl-C waiting.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if verbose else "warning",
+                access_log=verbose, timeout_graceful_shutdown=5)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m uvidm_backend.commands.serve [options]`: the same as `uvidm serve`."""
+    parser = argparse.ArgumentParser(prog="uvidm")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command")
+    add_parser(commands)
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

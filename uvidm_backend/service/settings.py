@@ -1,0 +1,82 @@
+"""What `uvidm serve` can be told: where it listens, who may call it, how much it accepts and keeps."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uvidm_backend.pipeline.images import MAX_PIXELS
+
+TOKEN_ENV = "UVIDM_TOKEN"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+def default_jobs_dir() -> Path:
+    """The user's cache folder (results are disposable): ~/.cache/uvidm/jobs on Linux."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "uvidm" / "Cache"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches" / "uvidm"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "uvidm"
+    return base / "jobs"
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, "localhost")."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+class SettingsError(ValueError):
+    """Settings the service refuses to start with; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    # With a token every endpoint except GET /v1/health needs `Authorization: Bearer <token>`.
+    token: str | None = None
+    jobs_dir: Path = field(default_factory=default_jobs_dir)
+    queue_capacity: int = 16  # queued jobs (the running one not counted); more → 429
+    keep_hours: float = 24.0  # finished jobs are deleted this long after they finished
+    cleanup_interval_s: float = 600.0
+    max_upload_bytes: int = 30 * 1024 * 1024  # request body limit of POST /v1/jobs → 413
+    # Photo width x height → 413, checked from the header before decoding; the photo loader's own
+    # limit (pipeline.images.MAX_PIXELS) is the ceiling.
+    max_pixels: int = MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "jobs_dir", Path(self.jobs_dir).expanduser())
+        if self.token is not None and not self.token.strip():
+            object.__setattr__(self, "token", None)
+        if not 1 <= self.queue_capacity <= 100_000:
+            raise SettingsError(f"queue capacity must be between 1 and 100000 (got {self.queue_capacity})")
+        if self.keep_hours < 0:
+            raise SettingsError(f"keep hours must be 0 or more (got {self.keep_hours})")
+        if self.cleanup_interval_s <= 0:
+            raise SettingsError(f"cleanup interval must be positive (got {self.cleanup_interval_s})")
+        if self.max_upload_bytes < 1024:
+            raise SettingsError(f"the upload limit must be at least 1 KB (got {self.max_upload_bytes} bytes)")
+        if not 1 <= self.max_pixels <= MAX_PIXELS:
+            raise SettingsError(f"the pixel limit must be between 1 and {MAX_PIXELS / 1e6:g} megapixels, the photo "
+                                f"loader's limit (got {self.max_pixels / 1e6:g})")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port must be between 0 and 65535 (got {self.port})")
+
+    def check_exposure(self) -> None:
+        """Refuses to listen beyond this machine without a token: the jobs hold people's photos."""
+        if not is_loopback(self.host) and self.token is None:
+            raise SettingsError(
+                f"refusing to listen on {self.host} without a token: anyone who can reach this address could "
+                f"send jobs and read the results. Set one with --token or ${TOKEN_ENV} (clients then send "
+                f"'Authorization: Bearer <token>'), or bind {DEFAULT_HOST}.")

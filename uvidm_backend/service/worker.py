@@ -1,0 +1,194 @@
+"""The one worker thread that runs jobs, the loader that keeps the models warm, and the cleaner.
+
+One worker, because one pipeline owns the GPU (or all CPU cores): jobs run one after another and
+the queue in front of them is bounded (jobs.JobStore). A job's exception fails that job, never the
+worker; a cancel request is seen at the pipeline's next progress report (between diffusion steps).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from uvidm_backend.pipeline.errors import Cancelled, UVIDMError
+from uvidm_backend.pipeline.options import GenerateOptions
+from uvidm_backend.service.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """What the service needs of the pipeline (uvidm_backend.pipeline.Pipeline)."""
+
+    def generate_to_folder(self, photo: bytes | Path, out_dir: Path, options: GenerateOptions,
+                           progress: Callable[[str, float], None] | None = None) -> Path: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class ModelHolder:
+    """Holds the runner: given ready, or loaded once in a background thread so the service answers at once.
+
+    Health reports `state` ("loading" / "ready" / "failed") and the loading error.
+    """
+
+    def __init__(self, runner: Runner | None = None, load: Callable[[], Runner] | None = None):
+        if (runner is None) == (load is None):
+            raise ValueError("give either a runner or a function that loads one")
+        self._load = load
+        self._runner = runner
+        self._error: str | None = None
+        self._description: dict[str, Any] = {}
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        if runner is not None:
+            self._describe()
+            self._ready.set()
+
+    @property
+    def state(self) -> str:
+        if not self._ready.is_set():
+            return "loading"
+        return "failed" if self._runner is None else "ready"
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def runner(self) -> Runner | None:
+        return self._runner
+
+    def start(self) -> None:
+        if self._load is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._load_models, name="uvidm-load", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def status(self) -> dict[str, Any]:
+        models = self._description.get("models", [])
+        return {"state": self.state, "error": self._error,
+                "loaded": [str(model) for model in models] if isinstance(models, list | tuple) else [],
+                "device": self._description.get("device"), "dtype": self._description.get("dtype")}
+
+    def _load_models(self) -> None:
+        try:
+            self._runner = self._load()
+            self._describe()
+            log.info("models ready: %s", self._description)
+        except Exception as error:  # reported by health and by every job, the service keeps answering
+            log.exception("loading the models failed")
+            self._error = f"{error}" if isinstance(error, UVIDMError) else f"{type(error).__name__}: {error}"
+        finally:
+            self._ready.set()
+
+    def _describe(self) -> None:
+        try:
+            self._description = dict(self._runner.describe())
+        except Exception as error:
+            log.warning("describe() failed: %s", error)
+            self._description = {}
+
+
+class Worker:
+    """Takes jobs off the store's queue one at a time and runs them."""
+
+    def __init__(self, store: JobStore, models: ModelHolder, poll_s: float = 0.5):
+        self.store = store
+        self.models = models
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="uvidm-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops taking jobs, asks the running one to stop, waits for the thread."""
+        self._stop.set()
+        self.store.cancel_running()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("the worker did not stop within %.0f s (a stage without progress reports?)", timeout)
+
+    def _loop(self) -> None:
+        # Jobs wait in the queue (cancellable there) while the models load.
+        while not self._stop.is_set() and not self.models.wait(self.poll_s):
+            pass
+        while not self._stop.is_set():
+            taken = self.store.take(self.poll_s)
+            if taken is not None:
+                self.run_job(*taken)
+
+    def run_job(self, job_id: str, photo: Path, options: dict[str, Any]) -> None:
+        def progress(stage: str, fraction: float) -> None:
+            if self.store.progress(job_id, stage, fraction) or self._stop.is_set():
+                raise Cancelled("cancelled")
+
+        try:
+            runner = self.models.runner
+            if runner is None:
+                raise UVIDMError(f"the models could not be loaded: {self.models.error}. Fix the model files "
+                                 "(`uvidm weights check`) and restart the service")
+            progress("starting", 0.0)
+            runner.generate_to_folder(photo, self.store.output_dir(job_id), GenerateOptions(**_options(options)),
+                                      progress=progress)
+        except Cancelled:
+            if self._stop.is_set():
+                self.store.finish(job_id, "failed", "the service stopped while this job ran; submit the photo again")
+            else:
+                self.store.finish(job_id, "cancelled")
+            log.info("job %s cancelled", job_id)
+        except UVIDMError as error:
+            log.info("job %s failed: %s", job_id, error)
+            self.store.finish(job_id, "failed", str(error))
+        except Exception as error:  # any bug or resource error fails this job only; the worker goes on
+            log.exception("job %s failed", job_id)
+            self.store.finish(job_id, "failed", f"internal error ({type(error).__name__}): {error}")
+        else:
+            self.store.finish(job_id, "done")
+            log.info("job %s done", job_id)
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    """The stored options (JSON) back into GenerateOptions' arguments."""
+    options = dict(options)
+    if options.get("landmarks") is not None:
+        options["landmarks"] = tuple(tuple(point) for point in options["landmarks"])
+    return options
+
+
+class Cleaner:
+    """Deletes expired jobs every `interval_s` seconds (and once at start)."""
+
+    def __init__(self, store: JobStore, interval_s: float):
+        self.store = store
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="uvidm-cleaner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.store.expire()
+            except Exception:  # a permission problem on one folder must not end the cleaning
+                log.exception("cleaning expired jobs failed")
+            if self._stop.wait(self.interval_s):
+                return
