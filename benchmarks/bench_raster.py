@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_raster.py [--runs 10] [--resolutions 256 1024 2048]
 
+(from the repository root, with the package installed, or with ``PYTHONPATH=.``).
+
 The mesh is a UV sphere of about 70,000 triangles (the size of the BFM head) in perspective,
 filling most of the frame, front and back faces drawn (so the depth test works). The PyTorch
 backend always runs on CPU; on CUDA it runs too, and so does nvdiffrast where installed.

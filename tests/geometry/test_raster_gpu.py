@@ -71,6 +71,26 @@ def _compare(ours: RasterOutput, ref: RasterOutput, min_agreement: float, bary_a
     return fraction
 
 
+def _edge_distance(clip: torch.Tensor, triangles: torch.Tensor, raster: RasterOutput, pixels: torch.Tensor):
+    """Distance (pixels) from pixel centres (M, 3: batch, row, col) to the nearest edge of the
+    triangle ``raster`` shows there (inf where it shows none)."""
+    height, width = raster.resolution
+    clip = clip.double()
+    xy = torch.stack(
+        [(clip[..., 0] / clip[..., 3] + 1) * width / 2 - 0.5, (clip[..., 1] / clip[..., 3] + 1) * height / 2 - 0.5], -1
+    )
+    b, r, c = pixels.unbind(1)
+    face = raster.triangle_id[b, r, c]
+    point = torch.stack([c, r], 1).double()
+    corners = xy[b.unsqueeze(1), triangles[face.clamp(min=0)]]  # (M, 3, 2)
+    best = torch.full((len(point),), float("inf"), dtype=torch.float64, device=point.device)
+    for k in range(3):
+        a, e = corners[:, k], corners[:, (k + 1) % 3] - corners[:, k]
+        t = (((point - a) * e).sum(1) / (e * e).sum(1).clamp(min=1e-300)).clamp(0, 1)
+        best = torch.minimum(best, (point - a - t.unsqueeze(1) * e).norm(dim=1))
+    return torch.where(face >= 0, best, float("inf"))
+
+
 @pytest.fixture(scope="module")
 def nvdiffrast_rasterizer() -> NvdiffrastRasterizer:
     pytest.importorskip("nvdiffrast.torch")
@@ -85,8 +105,16 @@ def test_torch_backend_matches_nvdiffrast(nvdiffrast_rasterizer, mesh: str, reso
     ours = TorchRasterizer("cuda").rasterize(clip, triangles, resolution)
     ref = nvdiffrast_rasterizer.rasterize(clip, triangles, resolution)
     assert ref.mask.float().mean() > 0.2
-    # nvdiffrast snaps vertices to 1/16 pixel: centres that close to an edge may change triangle.
-    _compare(ours, ref, min_agreement=0.99, bary_atol=2e-3, depth_atol=1e-5)
+    # nvdiffrast snaps vertices to 1/16 pixel, so centres that close to an edge may go to the
+    # neighbouring triangle (about 2% of the pixels at 256x256 with these dense meshes, 0.5% at
+    # 1024x1024); everywhere else the ids must agree. Its barycentrics come from float32 clip-space
+    # cross products, hence the loose barycentric tolerance.
+    _compare(ours, ref, min_agreement=0.97, bary_atol=2e-3, depth_atol=1e-5)
+    differ = ((ours.triangle_id != ref.triangle_id) & (ours.mask | ref.mask)).nonzero()
+    distance = torch.minimum(
+        _edge_distance(clip, triangles, ours, differ), _edge_distance(clip, triangles, ref, differ)
+    )
+    assert distance.numel() == 0 or float(distance.max()) <= 1 / 16, float(distance.max())
 
 
 def test_auto_backend_prefers_nvdiffrast(nvdiffrast_rasterizer):

@@ -14,14 +14,11 @@ centres within that distance of an edge.
 from __future__ import annotations
 
 import importlib.util
-import logging
 
 import torch
 from torch import Tensor
 
 from .base import RasterOutput, check_inputs
-
-logger = logging.getLogger(__name__)
 
 
 def available() -> bool:

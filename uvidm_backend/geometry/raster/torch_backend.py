@@ -37,28 +37,30 @@ entirely instead of being clipped; the near/far planes are applied per pixel (``
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor
 
 from .base import RasterOutput, check_inputs
 
-logger = logging.getLogger(__name__)
-
-# Candidate pixels (triangles x box cells) processed per block; bounds peak memory (~40 B each).
+# Candidate pixels (triangles x box cells) processed per block on CPU (GPUs: 8 times more).
 _BLOCK_CELLS = 1 << 21
 _EMPTY_KEY = torch.iinfo(torch.int64).max
 _TINY = torch.finfo(torch.float32).tiny
 _FILL_RULES = ("top-left", "inclusive")
 
 
-def _size_classes(limit: int) -> list[int]:
-    """Box sizes 1..8 exactly, then 4 per octave (10, 12, 14, 16, 20, ...), up to ``limit``."""
+def _size_classes(limit: int, per_octave: int) -> list[int]:
+    """Box sizes up to ``limit``: 1..8 exactly, then 4 per octave (10, 12, 14, 16, 20, ...) with
+    ``per_octave=4``; powers of two with ``per_octave=1``."""
+    if per_octave == 1:
+        sizes = [1]
+        while sizes[-1] < limit:
+            sizes.append(sizes[-1] * 2)
+        return sizes
     sizes = list(range(1, 9))
     base = 8
     while sizes[-1] < limit:
-        sizes.extend(base + base * k // 4 for k in range(1, 5))
+        sizes.extend(base + base * k // per_octave for k in range(1, per_octave + 1))
         base *= 2
     return sizes
 
@@ -79,12 +81,15 @@ class TorchRasterizer:
     name = "torch"
 
     def __init__(
-        self, device: torch.device | str = "cpu", fill_rule: str = "top-left", block_cells: int = _BLOCK_CELLS
+        self, device: torch.device | str = "cpu", fill_rule: str = "top-left", block_cells: int | None = None
     ) -> None:
         if fill_rule not in _FILL_RULES:
             raise ValueError(f"fill_rule must be one of {_FILL_RULES}, got {fill_rule!r}")
         self.device = torch.device(device)
         self.fill_rule = fill_rule
+        # Candidate cells per block: bounds peak memory (about 40 bytes a cell).
+        if block_cells is None:
+            block_cells = _BLOCK_CELLS if self.device.type == "cpu" else 8 * _BLOCK_CELLS
         self.block_cells = int(block_cells)
 
     def __repr__(self) -> str:
@@ -113,7 +118,6 @@ def _denoise(pixels: Tensor) -> Tensor:
 _EDGE = 0  # 3 x (anchor x, anchor y, dx, dy, threshold): edge k is opposite vertex k
 _PLANE = 15  # x0, y0, z0, dz/dx, dz/dy: depth plane through vertex 0
 _W = 20  # w0, w1, w2 for perspective correction
-_COLUMNS = 23
 
 
 def _triangle_setup(clip_pos: Tensor, triangles: Tensor, height: int, width: int, inclusive: bool) -> dict[str, Tensor]:
@@ -171,11 +175,11 @@ def _triangle_setup(clip_pos: Tensor, triangles: Tensor, height: int, width: int
     gy = (dz2 * e1x - dz1 * e2x) / safe_area
     columns += [vx[:, 0], vy[:, 0], vz[:, 0], gx.float(), gy.float()]
     columns += [vw[:, 0], vw[:, 1], vw[:, 2]]
-    table = torch.stack(columns)  # (_COLUMNS, B*F): one contiguous row per quantity
+    table = torch.stack(columns)  # (23, B*F): one contiguous row per quantity
 
     keep = valid.nonzero().squeeze(1)
     return {
-        "table": table,  # (_COLUMNS, B*F) float32, all triangles
+        "table": table,  # (23, B*F) float32, all triangles (columns: _EDGE, _PLANE, _W)
         "index": keep,  # flattened indices of the triangles to draw
         "box": torch.stack([ymin, ymax, xmin, xmax], 1)[keep],
         "clip": ((vz < -1) | (vz > 1)).any(1)[keep],  # needs the per-pixel near/far test
@@ -241,31 +245,39 @@ def _depth_test(
     device = box.device
     rows = box[:, 1] - box[:, 0] + 1
     cols = box[:, 3] - box[:, 2] + 1
-    sizes = torch.tensor(_size_classes(int(max(rows.max(), cols.max()))), device=device)
+    # Fine classes on CPU (less waste), coarse ones on GPUs (fewer kernel launches).
+    per_octave = 4 if device.type == "cpu" else 1
+    sizes = torch.tensor(_size_classes(int(max(rows.max(), cols.max())), per_octave), device=device)
     n_sizes = len(sizes)
     group = torch.searchsorted(sizes, rows) * n_sizes + torch.searchsorted(sizes, cols)
     # Within a size class, order triangles by image position: neighbouring triangles write
     # neighbouring pixels, which keeps the scatter cache-friendly.
-    image = torch.div(setup["index"], n_faces, rounding_mode="floor")
+    index = setup["index"]
+    image = torch.div(index, n_faces, rounding_mode="floor")
     origin = (image * height + box[:, 0]) * width + box[:, 2]
     order = torch.argsort(group * (keys.numel() + 1) + origin)
     group_ids, counts = torch.unique_consecutive(group[order], return_counts=True)
+    # Everything in block order once, so that every block reads contiguous slices.
+    tri = index[order]
+    box = box[order].t().contiguous()  # (4, n): ymin, ymax, xmin, xmax
+    coef = torch.stack([setup["table"][j].index_select(0, tri) for j in range(_W)])
+    clip = setup["clip"][order].cpu()
     sizes_list = sizes.tolist()
-    table, index, clip = setup["table"], setup["index"], setup["clip"]
     start = 0
     for gid, count in zip(group_ids.tolist(), counts.tolist(), strict=True):
         n_rows, n_cols = sizes_list[gid // n_sizes], sizes_list[gid % n_sizes]
         step = max(1, block_cells // (n_rows * n_cols))
         for lo in range(start, start + count, step):
-            members = order[lo : min(lo + step, start + count)]
-            tri = index[members]
-            coef = [table[j].index_select(0, tri) for j in range(_W)]
-            _block(coef, box[members], tri, bool(clip[members].any()), n_rows, n_cols, n_faces, height, width, keys)
+            hi = min(lo + step, start + count)
+            _block(
+                coef[:, lo:hi], box[:, lo:hi], tri[lo:hi], bool(clip[lo:hi].any()),
+                n_rows, n_cols, n_faces, height, width, keys,
+            )  # fmt: skip
         start += count
 
 
 def _block(
-    coef: list[Tensor],
+    coef: Tensor,
     box: Tensor,
     tri: Tensor,
     clip: bool,
@@ -283,11 +295,11 @@ def _block(
     """
     device = box.device
     n = tri.shape[0]
-    ys = box[:, 0] + torch.arange(n_rows, device=device).unsqueeze(1)  # (R, n)
-    xs = box[:, 2] + torch.arange(n_cols, device=device).unsqueeze(1)  # (C, n)
-    nan = torch.tensor(float("nan"), device=device)
-    yf = torch.where(ys <= box[:, 1], ys.float(), nan).unsqueeze(1)  # (R, 1, n); past the box: NaN
-    xf = torch.where(xs <= box[:, 3], xs.float(), nan).unsqueeze(0)  # (1, C, n)
+    ys = box[0] + torch.arange(n_rows, device=device).unsqueeze(1)  # (R, n)
+    xs = box[2] + torch.arange(n_cols, device=device).unsqueeze(1)  # (C, n)
+    nan = float("nan")
+    yf = torch.where(ys <= box[1], ys.float(), nan).unsqueeze(1)  # (R, 1, n); past the box: NaN
+    xf = torch.where(xs <= box[3], xs.float(), nan).unsqueeze(0)  # (1, C, n)
     inside = None
     for k in range(3):
         ax, ay, dx, dy, thr = coef[_EDGE + 5 * k : _EDGE + 5 * k + 5]
