@@ -205,11 +205,13 @@ def test_bad_photos_fail_clearly_and_the_rest_of_the_run_goes_on(tmp_path, model
     for name, data in bad.items():
         (tmp_path / name).write_bytes(data)
     tiny_face = {"lm5": [[600, 400], [604, 400], [602, 403], [600, 406], [604, 406]]}
-    photos = [tmp_path / name for name in bad] + [good, tmp_path / "small_face.jpg"]
+    photos = [tmp_path / name for name in bad] + [good, tmp_path / "small_face.jpg", tmp_path / "no_face.jpg"]
     (tmp_path / "small_face.jpg").write_bytes(good.read_bytes())
+    (tmp_path / "no_face.jpg").write_bytes(good.read_bytes())
     landmarks = tmp_path / "landmarks.json"
     entries = {photo.name: {"faces": [{"lm5": t1_faces()[0]["lm5"]}]} for photo in photos}
     entries["small_face.jpg"] = {"faces": [tiny_face]}
+    entries["no_face.jpg"] = {"faces": []}
     landmarks.write_text(json.dumps(entries))
 
     assert run_cli(tmp_path, model_paths, photos, "--landmarks", str(landmarks)) == 1
@@ -222,7 +224,8 @@ def test_bad_photos_fail_clearly_and_the_rest_of_the_run_goes_on(tmp_path, model
     assert "empty.jpg" in printed and "empty" in printed
     assert "truncated.jpg" in printed and "bomb.png" in printed
     assert "small_face.jpg" in printed and "too small" in printed
-    assert "5 of 6 photo(s) failed" in printed
+    assert "no_face.jpg" in printed and "no face" in printed
+    assert "6 of 7 photo(s) failed" in printed
 
 
 def test_missing_model_files_are_named_before_any_work(tmp_path, capsys):

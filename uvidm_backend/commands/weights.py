@@ -26,6 +26,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_model_folder_options(download)
     download.add_argument("--repo", default=HUB_REPOSITORY, help="hub repository (default: %(default)s)")
     download.add_argument("--revision", default=None, help="branch, tag or commit of the hub repository")
+    download.add_argument("--skip-detector", action="store_true",
+                          help=f"do not fetch insightface's {INSIGHTFACE_MODEL} (when you give landmarks yourself)")
     download.set_defaults(run=run_download)
 
     convert = actions.add_parser("convert", help="write safetensors copies of the networks (safe, faster)")
@@ -107,7 +109,8 @@ def run_download(args: argparse.Namespace) -> int:
             continue
         place_file(Path(cached), target)
         print(f"{file.name}: {target}")
-    failures += not download_face_detector(paths)
+    if not args.skip_detector:
+        failures += not download_face_detector(paths)
     if failures:
         print(f"\n{failures} file(s) could not be downloaded; see above. `uvidm weights check` lists what is there.")
         return 1

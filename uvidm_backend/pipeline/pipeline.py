@@ -32,6 +32,7 @@ from uvidm_backend.geometry.face_model import DEFAULT_INIT_LIT, FaceModel
 from uvidm_backend.geometry.raster import get_rasterizer
 from uvidm_backend.geometry.uv import remap_texture_from_image, uv_vertex_index
 from uvidm_backend.geometry.uv_tables import uv_lookup_tables
+from uvidm_backend.geometry.visibility import depth_visible_vertices
 from uvidm_backend.models.stack import LatentDiffusionConfig, load_face_parsing, load_latent_diffusion, load_recon_net
 from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.errors import ModelFilesMissing
@@ -237,11 +238,16 @@ class Pipeline:
 
         size = options.texture_size
         buffer, weight = self.uv_tables(size)
-        projected = projXY_to_original(project(to_camera(shape, rotation, coefficients.trans)), trans_params)
+        vertices_camera = to_camera(shape, rotation, coefficients.trans)
+        projected_crop = project(vertices_camera)
+        projected = projXY_to_original(projected_crop, trans_params)
         photo01 = (photo_m11 + 1) * 0.5
         skin = self.condition_stage.parse_skin(photo01)
+        # Unlike the model's condition (kept as trained), the output texture also drops surfaces
+        # hidden behind others, which the official normal test lets through.
+        unoccluded = depth_visible_vertices(projected_crop, vertices_camera[..., 2], self.triangles, self.rasterizer)
         photo_texture, photo_mask = remap_texture_from_image(
-            photo01, projected, normals_rotated, skin, uv_vertex_index(self.triangles, buffer), weight)
+            photo01, projected, normals_rotated, skin, uv_vertex_index(self.triangles, buffer), weight, unoccluded)
         albedo = textures.compose_albedo(textures.resize_texture(matched, size), photo_texture, photo_mask)
         if options.delight:
             shading_map = textures.baseline_color_map(shading, self.triangles, buffer, weight)
@@ -260,9 +266,8 @@ class Pipeline:
         scale = preview_scale(photo.width, photo.height)
         small = photo01 if scale == 1.0 else torch.nn.functional.interpolate(
             photo01, scale_factor=scale, mode="area", recompute_scale_factor=False)
-        depth = to_camera(shape, rotation, coefficients.trans)[..., 2]
-        preview = render_preview(self.rasterizer, small, projected * scale, depth, self.triangles, self.uv, albedo,
-                                 shading)
+        preview = render_preview(self.rasterizer, small, projected * scale, vertices_camera[..., 2], self.triangles,
+                                 self.uv, albedo, shading)
         tracker.finish()
 
         info = self._result_info(photo, face, face_index, coefficients, alignment, options, tracker.timings)
