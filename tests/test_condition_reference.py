@@ -1,6 +1,5 @@
 """The whole condition path (official `Deep3dEncoder`) against the deep3d_encoder reference case."""
 
-import numpy as np
 import pytest
 import refdata
 import torch
@@ -76,14 +75,3 @@ def test_parsing_labels_agree_except_near_ties(case):
     expected = torch.from_numpy(arrays["out_seg_argmax_512"])
     assert torch.equal(labels[decided], expected[decided])
     assert decided.float().mean() > 0.99
-
-
-def test_corrected_ear_mask_also_removes_the_right_ear(case):
-    stage, _, _, _ = case
-    labels = torch.arange(19).reshape(1, 1, 19)
-    from uvidm_backend.condition import CORRECTED_EXCLUDED_LABELS, OFFICIAL_EXCLUDED_LABELS, skin_mask
-
-    official = skin_mask(labels, OFFICIAL_EXCLUDED_LABELS)[0, 0]
-    corrected = skin_mask(labels, CORRECTED_EXCLUDED_LABELS)[0, 0]
-    assert official[8] == 1 and corrected[8] == 0
-    assert np.array_equal(np.flatnonzero((official != corrected).numpy()), [8])

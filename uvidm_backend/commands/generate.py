@@ -35,6 +35,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="mesh expression: as in the photo or neutral (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    parser.add_argument("--corrected-ear-mask", action="store_true",
+                        help="also keep the right ear out of the model's condition (the official code means to, "
+                             "but a typo keeps it in; the released model was trained with the typo)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow weight files that need full unpickling (only for files you trust)")
     add_model_folder_options(parser)
@@ -90,7 +93,8 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"error: photo not found: {', '.join(missing_photos)}")
         return 2
     try:
-        pipeline = Pipeline.load(model_paths(args), device=args.device, trust_pickle=args.trust_pickle)
+        pipeline = Pipeline.load(model_paths(args), device=args.device, trust_pickle=args.trust_pickle,
+                                 corrected_ear_mask=args.corrected_ear_mask)
     except ModelFilesMissing as error:
         print(f"error: {error}")
         return 2
