@@ -10,3 +10,9 @@ python="${PYTHON:-python3}"
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 .venv/bin/python -m pip install -q -e ".${extras}"
+if [ "${1:-}" = "--test" ]; then
+  # Blender as a Python module, for the add-on's tests. Its wheels declare numpy<2, which would
+  # downgrade the backend's numpy; it runs fine on numpy 2, so its own needs are listed by hand.
+  .venv/bin/python -m pip install -q --no-deps "bpy==5.0.1"
+  .venv/bin/python -m pip install -q zstandard requests
+fi

@@ -1,0 +1,112 @@
+"""Photo to rendered head through the real backend: the add-on starts `uvidm serve` itself (local
+mode with this Python) on a model folder of random weights, Generate runs in background mode,
+the head is imported and rendered with Cycles."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+LANDMARKS = ROOT.parent / "shared" / "fixtures" / "landmarks.json"
+PHOTO = "t1.jpg"  # the group photo that ships with insightface
+
+
+def _serve_available() -> bool:
+    done = subprocess.run([sys.executable, "-m", "uvidm_backend.cli", "serve", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    if not _serve_available():
+        pytest.skip("`uvidm serve` is not available in this checkout")
+    from uvidm_backend.devtools.model_folder import write_model_folder
+
+    folder = tmp_path_factory.mktemp("models")
+    write_model_folder(folder)
+    return folder
+
+
+@pytest.fixture
+def photo_and_landmarks() -> tuple[Path, str]:
+    insightface = pytest.importorskip("insightface")
+    photo = Path(insightface.__file__).parent / "data" / "images" / PHOTO
+    if not photo.is_file() or not LANDMARKS.is_file():
+        pytest.skip(f"needs {PHOTO} (insightface) and {LANDMARKS}")
+    faces = json.loads(LANDMARKS.read_text())[PHOTO]["faces"]
+    return photo, json.dumps(faces[0]["lm5"])
+
+
+def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks, tmp_path):
+    import socket
+
+    from PIL import Image
+
+    photo, landmarks = photo_and_landmarks
+    prefs = bpy.context.preferences.addons[addon].preferences
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    prefs.backend_mode = "CUSTOM_PYTHON"  # the add-on starts `uvidm serve` with this Python
+    prefs.python_path = sys.executable
+    prefs.port = port
+    prefs.model_folder = str(model_folder)
+    prefs.device = "cpu"
+    prefs.results_folder = str(tmp_path / "results")
+    settings = scene.uvidm
+    settings.photo = str(photo)
+    settings.landmarks = landmarks
+    settings.steps = 2
+    settings.texture_size = "256"
+
+    runtime = sys.modules[f"{addon}.uvidm_blender.runtime"]
+    try:
+        assert bpy.ops.uvidm.generate() == {"FINISHED"}, bpy.context.window_manager.uvidm.message
+        assert runtime.STATE.backend.running
+        assert bpy.ops.uvidm.check_backend() == {"FINISHED"}
+        assert "on cpu: ready" in runtime.STATE.backend_text, runtime.STATE.backend_text
+        log = "\n".join(runtime.STATE.backend.log_tail(40))
+    finally:
+        runtime.STATE.backend.stop()
+
+    result = tmp_path / "results" / photo.stem
+    assert (result / "head.obj").is_file() and (result / "albedo.png").is_file(), log
+    meta = json.loads((result / "result.json").read_text())
+    assert meta["photo"]["name"] == photo.name and meta["options"]["steps"] == 2
+    head = bpy.data.objects[photo.stem]
+    obj_vertices = sum(line.startswith("v ") for line in (result / "head.obj").read_text().splitlines())
+    assert len(head.data.vertices) == obj_vertices and head.data.uv_layers
+    image = head.data.materials[0].node_tree.nodes["Image Texture"].image
+    assert tuple(image.size) == (256, 256) and image.colorspace_settings.name == "sRGB"
+    world = [head.matrix_world @ v.co for v in head.data.vertices]
+    height = max(v.z for v in world) - min(v.z for v in world)
+    assert 0.1 < height < 0.5  # a head, in metres
+
+    # Render it: camera in front (the face looks towards -Y), Cycles on the CPU, a few samples.
+    centre = sum(world, start=world[0] * 0) / len(world)
+    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+    scene.collection.objects.link(camera)
+    camera.location = (centre.x, centre.y - 4 * height, centre.z)
+    camera.rotation_euler = (math.radians(90), 0.0, 0.0)
+    scene.camera = camera
+    light = bpy.data.objects.new("light", bpy.data.lights.new("light", "SUN"))
+    light.rotation_euler = (math.radians(80), 0.0, 0.0)
+    scene.collection.objects.link(light)
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 4
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    scene.render.filepath = str(tmp_path / "frame.png")
+    bpy.ops.render.render(write_still=True)
+    frame = Image.open(tmp_path / "frame.png").convert("RGB")
+    covered = sum(max(frame.getpixel((x, y))) > 10 for x in range(16, 48) for y in range(16, 48))
+    assert covered > 300, "the head should fill the middle of the frame"

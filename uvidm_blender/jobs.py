@@ -1,0 +1,225 @@
+"""One Generate, start to finish, off Blender's main thread: health, upload, poll, download.
+
+`GenerateJob.run()` does the network work and never raises; it reports `JobEvent`s on a queue
+that the modal operator drains on its timer, so the UI never waits on the network. In
+background mode the operator calls `run()` directly (same code, no thread). No bpy here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .client import FINAL_STATES, OUTPUT_FILES, BackendError, BackendUnreachable, Client, JobOptions, describe_job
+from .results import unique_folder
+
+log = logging.getLogger(__name__)
+
+# Where each phase sits on the progress bar (the backend's own progress fills the middle).
+_UPLOADED, _BACKEND_DONE = 0.05, 0.95
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A snapshot of the job for the UI; `final` events end it (state done/failed/cancelled)."""
+
+    state: str  # "waiting", "uploading", "queued", "running", "downloading", "done", "failed", "cancelled"
+    message: str
+    progress: float
+    result_dir: Path | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class GenerateJob:
+    """Generate one head: `job.start()` (thread) or `job.run()` (here), `job.cancel()` from anywhere.
+
+    `wait_for_backend`: seconds to wait for a backend that is starting (not answering yet, or
+    loading its models); 0 reports an unreachable backend at once. `backend_died`: for a backend
+    the add-on started, says why it is gone (None while it runs), so a crash is reported at once.
+    """
+
+    def __init__(self, client: Client, photo: str | os.PathLike[str], options: JobOptions,
+                 results_root: str | os.PathLike[str], *, wait_for_backend: float = 0.0,
+                 backend_died: Callable[[], str | None] | None = None,
+                 poll_interval: float = 0.5, sleep: Callable[[float], None] | None = None):
+        self.client = client
+        self.photo = Path(photo)
+        self.options = options
+        self.results_root = Path(results_root)
+        self.wait_for_backend = wait_for_backend
+        self.backend_died = backend_died
+        self.poll_interval = poll_interval
+        self.events: queue.Queue[JobEvent] = queue.Queue()
+        self.job_id: str | None = None
+        self.last: JobEvent = JobEvent("waiting", "Starting", 0.0)
+        self._cancelled = threading.Event()
+        self._sleep = sleep
+        self._thread: threading.Thread | None = None
+
+    # -- control -----------------------------------------------------------------------------
+    def start(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run, name="uvidm-generate", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def drain(self) -> JobEvent:
+        """The newest event (the UI only needs the latest); `last` when nothing new arrived."""
+        while True:
+            try:
+                self.last = self.events.get_nowait()
+            except queue.Empty:
+                return self.last
+
+    # -- work ----------------------------------------------------------------------------------
+    def _emit(self, state: str, message: str, progress: float, result_dir: Path | None = None) -> None:
+        event = JobEvent(state, message, max(0.0, min(1.0, progress)), result_dir)
+        self.events.put(event)
+        log.debug("job %s: %s", self.job_id, event)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but wake up to a cancel at once (unless a test injected its own sleep)."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+            if self._cancelled.is_set():
+                raise JobCancelled
+        elif self._cancelled.wait(seconds):
+            raise JobCancelled
+
+    def _check_cancel(self) -> None:
+        if self._cancelled.is_set():
+            raise JobCancelled
+
+    def run(self) -> JobEvent:
+        """Do it all; returns (and emits) the final event."""
+        try:
+            result_dir = self._run()
+            event = JobEvent("done", f"Done: {result_dir.name}", 1.0, result_dir)
+        except JobCancelled:
+            self._cancel_remote()
+            event = JobEvent("cancelled", "Cancelled", self.last.progress)
+        except BackendError as error:
+            event = JobEvent("failed", error.message, 0.0)
+        except Exception as error:  # a bug must still end the job with a message, not a silent thread
+            log.exception("generate failed")
+            event = JobEvent("failed", f"Unexpected error: {error}", 0.0)
+        self.events.put(event)
+        return event
+
+    def _cancel_remote(self) -> None:
+        if self.job_id is None:
+            return
+        try:
+            self.client.cancel(self.job_id)
+        except BackendError as error:
+            log.warning("could not cancel job %s: %s", self.job_id, error.message)
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.wait_for_backend
+        while True:
+            self._check_cancel()
+            try:
+                health = self.client.health(timeout=5.0)
+            except BackendUnreachable:
+                if self.backend_died is not None and (reason := self.backend_died()):
+                    raise BackendError(reason) from None
+                if time.monotonic() >= deadline:
+                    raise
+                self._emit("waiting", "Waiting for the backend to start", 0.0)
+                self._wait(1.0)
+                continue
+            state = (health.get("models") or {}).get("state")
+            if state == "failed":
+                error = (health.get("models") or {}).get("error") or "no details"
+                raise BackendError(f"The backend could not load its models ({error}). Check the model folder in "
+                                   "the add-on preferences, then restart the backend.")
+            if state != "loading" or time.monotonic() >= deadline:
+                return  # a loading backend still queues jobs: submit and let the job wait there
+            self._emit("waiting", "The backend is loading its models", 0.0)
+            self._wait(1.0)
+
+    def _submit(self) -> dict:
+        while True:
+            self._check_cancel()
+            self._emit("uploading", f"Uploading {self.photo.name}", 0.01)
+            try:
+                return self.client.submit(self.photo, self.options)
+            except BackendError as error:
+                if error.status != 429:
+                    raise
+                self._emit("waiting", error.message, 0.0)
+                self._wait(error.retry_after or 5.0)
+
+    def _run(self) -> Path:
+        if not self.photo.is_file():
+            raise BackendError(f"The photo {self.photo} does not exist; choose another one.")
+        self._emit("waiting", "Connecting to the backend", 0.0)
+        self._wait_until_ready()
+        job = self._submit()
+        self.job_id = job["id"]
+        failures = 0
+        while True:
+            self._check_cancel()
+            state = job.get("state")
+            progress = _UPLOADED + (_BACKEND_DONE - _UPLOADED) * float(job.get("progress") or 0.0)
+            if state == "done":
+                break
+            if state == "failed":
+                raise BackendError(f"The backend could not make this head: {job.get('error') or 'no details'}")
+            if state == "cancelled":
+                raise JobCancelled
+            self._emit(state or "running", describe_job(job), progress)
+            self._wait(self.poll_interval)
+            try:
+                job = self.client.job(self.job_id)
+                failures = 0
+            except BackendUnreachable:
+                failures += 1  # one dropped poll is not a failed job
+                if failures >= 5:
+                    raise
+        self._emit("downloading", "Downloading the head", _BACKEND_DONE)
+        result_dir = self._download(job)
+        try:  # the backend keeps the photo and results for hours otherwise; we have our copy
+            self.client.cancel(self.job_id)
+        except BackendError as error:
+            log.info("could not delete job %s on the backend: %s", self.job_id, error.message)
+        return result_dir
+
+    def _download(self, job: dict) -> Path:
+        names = [name for name in (job.get("files") or OUTPUT_FILES) if name in OUTPUT_FILES]
+        self.results_root.mkdir(parents=True, exist_ok=True)
+        partial = self.results_root / f".{self.photo.stem}.partial-{secrets.token_hex(4)}"
+        try:
+            self.client.download(self.job_id, names, partial)
+            self._check_cancel()
+            target = unique_folder(self.results_root, self.photo.stem)
+            os.rename(partial, target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return target

@@ -1,0 +1,73 @@
+"""The panel's settings (per scene, saved in the .blend) and the live status (per window manager,
+neither saved nor undone)."""
+
+# No `from __future__ import annotations` in modules that declare bpy properties: Blender reads
+# the annotations as property definitions.
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from .client import JobOptions, parse_landmarks
+
+# Blender 4.5+ warns about "//" (relative to the .blend) paths unless the property says it takes them.
+_RELATIVE_PATH = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+TEXTURE_SIZES = [(str(size), f"{size} px", f"albedo.png of {size} x {size} pixels") for size in (256, 512, 1024, 2048)]
+
+
+class UVIDM_PG_settings(bpy.types.PropertyGroup):
+    photo: StringProperty(name="Photo", description="A photo with a face (JPEG or PNG)", subtype="FILE_PATH",
+                          options=_RELATIVE_PATH)
+    face_index: IntProperty(
+        name="Face", default=-1, min=-1, max=99,
+        description="Which face when the photo shows several: -1 the largest, 0, 1, ... from left to right")
+    steps: IntProperty(name="Steps", default=50, min=1, max=500, soft_max=200,
+                       description="Diffusion steps: fewer is faster, 50 is the official setting")
+    seed: IntProperty(name="Seed", default=23, min=0, description="Random seed: another seed, another texture")
+    texture_size: EnumProperty(name="Texture", items=TEXTURE_SIZES, default="1024",
+                               description="Size of the texture image")
+    delight: BoolProperty(name="Remove Lighting", default=False,
+                          description="Divide out the photo's lighting, for a texture to relight")
+    expression: EnumProperty(
+        name="Expression", default="photo",
+        items=[("photo", "As in Photo", "The expression of the photo"),
+               ("neutral", "Neutral", "A neutral face: the mesh without the photo's expression")])
+    landmarks: StringProperty(
+        name="Landmarks",
+        description="Optional: five [x, y] points in photo pixels (eyes, nose tip, mouth corners) as JSON; "
+                    "given, they replace face detection")
+
+    def job_options(self) -> JobOptions:
+        """The request's options; ValueError in words for bad landmarks."""
+        return JobOptions(
+            face_index=None if self.face_index < 0 else self.face_index,
+            landmarks=parse_landmarks(self.landmarks),
+            steps=self.steps, seed=self.seed, texture_size=int(self.texture_size),
+            delight=self.delight, expression=self.expression)
+
+
+class UVIDM_PG_status(bpy.types.PropertyGroup):
+    running: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    message: StringProperty(default="")
+    is_error: BoolProperty(default=False)
+    last_result: StringProperty(default="", subtype="DIR_PATH")
+
+
+CLASSES = (UVIDM_PG_settings, UVIDM_PG_status)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        if not getattr(cls, "is_registered", False):
+            bpy.utils.register_class(cls)
+    bpy.types.Scene.uvidm = PointerProperty(type=UVIDM_PG_settings)
+    bpy.types.WindowManager.uvidm = PointerProperty(type=UVIDM_PG_status)
+
+
+def unregister() -> None:
+    for owner in (bpy.types.WindowManager, bpy.types.Scene):
+        if hasattr(owner, "uvidm"):
+            del owner.uvidm
+    for cls in reversed(CLASSES):
+        if getattr(cls, "is_registered", False):
+            bpy.utils.unregister_class(cls)
