@@ -1,10 +1,20 @@
 """Per-stage timings of the backend, printed as a table.
 
-    python benchmarks/bench_pipeline.py [--device cuda] [--runs 3] [--steps 50] [--batch 1]
+    python benchmarks/bench_pipeline.py [--device cuda] [--runs 3] [--steps 50] [--batch 1 16 32]
+        [--fast bf16 bf16/compile fp16] [--sampler ddim dpmpp] [--check] [--json out.json]
 
 Two measurements:
 1. generation: the released (full-size) UV-IDM configuration with random weights: condition
-   fuser + DDIM sampling (eta 1) + decoding, float32, as the official inference runs it.
+   fuser + sampling + decoding. Without `--fast`, float32 eager DDIM (eta 1) as the official inference
+   runs it. `--fast SPEC ...` adds rows for the fast path (`uvidm_backend.acceleration`): SPEC is a dtype
+   (fp32, bf16, fp16) followed by '/'-separated flags: `compile` (torch.compile, default mode, inside our
+   CUDA graph), `autotune` (mode max-autotune-no-cudagraphs), `freeze` (Inductor weight freezing), `nocl`
+   (UNet not channels-last), `deccl` (decoder channels-last), `nograph` (no CUDA graph), `dec32` (decoder in
+   float32), `cudnnbench` (torch.backends.cudnn.benchmark, global from then on); plain `fp32` is the eager
+   float32 reference.
+   `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
+   each fast row with the float32 eager one on the same inputs and replayed noise (relative error
+   max|fast - ref| / max|ref| of the final latent and of the decoded texture).
 2. pipeline: photo -> files on the tiny random-weight model folder (uvidm_backend.devtools),
    per stage, with t1.jpg and its fixture landmarks (the numbers show the fixed costs of every
    stage around the networks: alignment, parsing, UV sampling, texture, preview, export).
@@ -13,17 +23,24 @@ Two measurements:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import platform
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from uvidm_backend.acceleration import FastDecoder, FastUNet, parse_dtype
 from uvidm_backend.diffusion import ddim_schedule, sample_ddim
+from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
 from uvidm_backend.models.stack import LatentDiffusionNetworks
+
+log = logging.getLogger("bench")
 
 
 def synchronize(device: torch.device) -> None:
@@ -31,8 +48,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, runs: int) -> tuple[float, object]:
-    fn()  # warm-up
+def timed(fn, device, runs: int, warm: bool = True) -> tuple[float, object]:
+    if warm:
+        fn()
     times, result = [], None
     for _ in range(runs):
         synchronize(device)
@@ -41,6 +59,168 @@ def timed(fn, device, runs: int) -> tuple[float, object]:
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+@dataclass(frozen=True)
+class Variant:
+    spec: str
+    dtype: torch.dtype
+    compile_mode: str | None = None
+    channels_last: bool = True
+    cuda_graph: bool = True
+    decoder_dtype: torch.dtype | None = None
+    freeze: bool = False
+    decoder_channels_last: bool = False
+    cudnn_benchmark: bool = False
+
+    @property
+    def reference(self) -> bool:
+        return self.spec == "fp32"
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        dtype, *flags = spec.split("/")
+        fields = {"dtype": parse_dtype(dtype)}
+        for flag in flags:
+            if flag == "compile":
+                fields["compile_mode"] = "default"
+            elif flag == "autotune":
+                fields["compile_mode"] = "max-autotune-no-cudagraphs"
+            elif flag == "nocl":
+                fields["channels_last"] = False
+            elif flag == "nograph":
+                fields["cuda_graph"] = False
+            elif flag == "dec32":
+                fields["decoder_dtype"] = torch.float32
+            elif flag == "freeze":
+                fields["freeze"] = True
+            elif flag == "deccl":
+                fields["decoder_channels_last"] = True
+            elif flag == "cudnnbench":
+                fields["cudnn_benchmark"] = True
+            else:
+                raise ValueError(f"unknown flag {flag!r} in {spec!r}")
+        return cls(spec=spec, **fields)
+
+    def build(self, networks: LatentDiffusionNetworks):
+        if self.reference:
+            return networks.unet, networks.decode_latent
+        if self.cudnn_benchmark:  # global: also applies to every variant built after this one
+            torch.backends.cudnn.benchmark = True
+        unet = FastUNet(networks.unet, self.dtype, self.compile_mode, self.cuda_graph, self.channels_last,
+                        self.freeze)
+        decoder = FastDecoder(networks, self.decoder_dtype or self.dtype, None, self.cuda_graph,
+                              self.decoder_channels_last)
+        return unet, decoder
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
+
+
+def unet_step_ms(unet, x, t, context, device, runs: int) -> float:
+    unet(x, t, context)
+    if device.type != "cuda":
+        return timed(lambda: unet(x, t, context), device, runs, warm=False)[0] * 1000
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(runs):
+        unet(x, t, context)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / runs
+
+
+def measure_sampler(sample, unet, decode, x_T, tokens, schedule, generator, device, runs: int):
+    """(latent, texture) of a run with a fixed seed (also the warm-up), then median sampler and decode times."""
+    latent = sample(unet, x_T, tokens, schedule, generator=torch.Generator(device=device).manual_seed(1234))
+    image = decode(latent)
+    sampler_s, _ = timed(lambda: sample(unet, x_T, tokens, schedule, generator=generator), device, runs, warm=False)
+    decode_s, _ = timed(lambda: decode(latent), device, runs)
+    return latent, image, sampler_s, decode_s
+
+
+@torch.inference_mode()
+def bench_fast(device: torch.device, batches: list[int], specs: list[str], samplers: list[str], steps: int,
+               dpm_steps: int, runs: int, ref_runs: int, check: bool, budget: float) -> list[dict]:
+    """One row per (batch, variant, sampler): stage times, heads/s, setup time and accuracy."""
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    with device:
+        networks = LatentDiffusionNetworks().eval()
+    variants = [Variant.parse(spec) for spec in specs]
+    built: dict[str, tuple] = {}
+    schedules = {"ddim": ddim_schedule(networks.schedule, steps, 1.0), "dpmpp": dpmpp_schedule(networks.schedule,
+                                                                                                dpm_steps)}
+    samplers_fn = {"ddim": sample_ddim, "dpmpp": sample_dpmpp_2m}
+    rows = []
+    for batch in batches:
+        generator = torch.Generator(device=device).manual_seed(batch)
+        partial = torch.rand(batch, 3, 256, 256, device=device, generator=generator) * 2 - 1
+        x_T = torch.randn(batch, 4, 32, 32, device=device, generator=generator)
+        tokens = networks.condition_fuser(partial)
+        t_probe = torch.full((batch,), 500, dtype=torch.long, device=device)
+        eps_ref = networks.unet(x_T, t_probe, tokens)
+        condition_s, _ = timed(functools.partial(networks.condition_fuser, partial), device, runs)
+        references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for variant in variants:
+            elapsed = time.perf_counter() - started
+            if elapsed > budget and not variant.reference:
+                log.warning("budget spent (%.0f s): skipping %s at batch %d", elapsed, variant.spec, batch)
+                rows.append({"batch": batch, "variant": variant.spec, "skipped": True})
+                continue
+            setup = time.perf_counter()
+            if variant.spec not in built:
+                built[variant.spec] = variant.build(networks)
+            unet, decode = built[variant.spec]
+            eps = unet(x_T, t_probe, tokens)
+            image = decode(x_T)
+            synchronize(device)
+            setup_s = time.perf_counter() - setup
+            step_ms = unet_step_ms(unet, x_T, t_probe, tokens, device, 3 if variant.reference else 20)
+            n_runs = ref_runs if variant.reference and batch > 1 else runs
+            for sampler in samplers:
+                schedule, sample = schedules[sampler], samplers_fn[sampler]
+                row = {"batch": batch, "variant": variant.spec, "sampler": sampler,
+                       "steps": steps if sampler == "ddim" else dpm_steps, "setup s": setup_s,
+                       "UNet step ms": step_ms, "eps rel err": relative_error(eps, eps_ref)}
+
+                # The first (seeded) run warms up and gives the checked latent.
+                latent, image, sampler_s, decode_s = measure_sampler(sample, unet, decode, x_T, tokens, schedule,
+                                                                     generator, device, n_runs)
+                if variant.reference:
+                    references[sampler] = (latent, image)
+                elif check and sampler in references:
+                    ref_latent, ref_image = references[sampler]
+                    row["latent rel err"] = relative_error(latent, ref_latent)
+                    row["texture rel err"] = relative_error(image, ref_image)
+                    row["texture rel err [0,1]"] = relative_error(((image + 1) / 2).clamp(0, 1),
+                                                                  ((ref_image + 1) / 2).clamp(0, 1))
+                total = condition_s + sampler_s + decode_s
+                row.update({"condition ms": condition_s * 1e3, "sampler ms": sampler_s * 1e3,
+                            "decode ms": decode_s * 1e3, "total ms": total * 1e3, "heads/s": batch / total})
+                rows.append(row)
+                log.info("%s", {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
+            del eps, image
+        if device.type == "cuda":
+            log.info("batch %d done at %.0f s, max memory %.1f GiB", batch, time.perf_counter() - started,
+                     torch.cuda.max_memory_allocated(device) / 2**30)
+    return rows
+
+
+def print_fast_rows(rows: list[dict]) -> None:
+    columns = ["batch", "variant", "sampler", "steps", "UNet step ms", "condition ms", "sampler ms", "decode ms",
+               "total ms", "heads/s", "setup s", "eps rel err", "latent rel err", "texture rel err"]
+    print(" | ".join(columns))
+    for row in rows:
+        if row.get("skipped"):
+            print(f"{row['batch']} | {row['variant']} | skipped (budget)")
+            continue
+        cells = []
+        for column in columns:
+            value = row.get(column, "")
+            cells.append(f"{value:.4g}" if isinstance(value, float) else str(value))
+        print(" | ".join(cells))
 
 
 @torch.inference_mode()
@@ -68,22 +248,45 @@ def default_photo() -> Path:
     return Path(spec.origin).parent / "data" / "images" / "t1.jpg"
 
 
-def bench_pipeline(device: torch.device, steps: int, runs: int, photo: Path, landmarks_file: Path
-                   ) -> dict[str, float]:
+def full_size_model_folder(root: Path) -> object:
+    """The fixture model folder with the released (full-size) UV-IDM configuration, random weights."""
+    from uvidm_backend.devtools.model_folder import write_model_folder
+
+    paths = write_model_folder(root)
+    torch.manual_seed(0)
+    networks = LatentDiffusionNetworks()
+    torch.save({"state_dict": networks.official_state_dict(with_ema=False)}, paths.path("ldm.ckpt"))
+    paths.path("ldm_config.json").unlink()
+    return paths
+
+
+def bench_pipeline(device: torch.device, steps: int, runs: int, photo: Path, landmarks_file: Path,
+                   full_model: bool = False, fast: str = "auto", sampler: str = "ddim") -> dict[str, float]:
     from uvidm_backend.devtools.model_folder import write_model_folder
     from uvidm_backend.pipeline import GenerateOptions
     from uvidm_backend.pipeline.pipeline import Pipeline
 
     landmarks = json.loads(landmarks_file.read_text())[photo.name]["faces"][0]["lm5"]
     with tempfile.TemporaryDirectory() as root:
-        pipeline = Pipeline.load(write_model_folder(Path(root) / "models"), device=str(device))
-        options = GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024)
+        models = Path(root) / "models"
+        paths = full_size_model_folder(models) if full_model else write_model_folder(models)
+        started = time.perf_counter()
+        pipeline = Pipeline.load(paths, device=str(device), fast=fast)
+        load_seconds = time.perf_counter() - started
+        options = GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024, sampler=sampler)
+        started = time.perf_counter()
         pipeline.generate_to_folder(photo, Path(root) / "warm", options)
+        first_seconds = time.perf_counter() - started
         totals = []
         for run in range(runs):
             out = pipeline.generate_to_folder(photo, Path(root) / f"run{run}", options)
-            totals.append(json.loads((out / "result.json").read_text())["timings"])
-    return {f"pipeline: {stage}": statistics.median(t[stage] for t in totals) for stage in totals[0]}
+            timings = json.loads((out / "result.json").read_text())["timings"]
+            timings["files"] = timings["total"] - sum(v for k, v in timings.items() if k != "total")
+            totals.append(timings)
+    label = f"pipeline ({'full-size' if full_model else 'tiny'} model, fast={pipeline.fast}, {sampler} {steps})"
+    rows = {f"{label}: load models": load_seconds, f"{label}: first request": first_seconds}
+    rows.update({f"{label}: {stage}": statistics.median(t[stage] for t in totals) for stage in totals[0]})
+    return rows
 
 
 def main() -> None:
@@ -92,24 +295,48 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch", type=int, nargs="+", default=[1])
+    parser.add_argument("--fast", nargs="+", metavar="SPEC",
+                        help="fast-path variants, e.g. bf16 bf16/compile fp16 (the fp32 eager row is added first)")
+    parser.add_argument("--sampler", nargs="+", default=["ddim"], choices=["ddim", "dpmpp"])
+    parser.add_argument("--dpm-steps", type=int, default=20)
+    parser.add_argument("--ref-runs", type=int, default=1, help="timed runs of the fp32 rows at batch > 1")
+    parser.add_argument("--check", action="store_true", help="accuracy of each fast row against fp32 eager")
+    parser.add_argument("--budget", type=float, default=float("inf"),
+                        help="seconds after which remaining fast variants are skipped")
+    parser.add_argument("--json", type=Path, help="also write the fast rows here")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--full-model", action="store_true",
+                        help="pipeline run with the released configuration (random weights) instead of the tiny one")
+    parser.add_argument("--pipeline-fast", default="auto", choices=["auto", "off", "graph", "compile"])
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--photo", type=Path, help="photo for the pipeline run (default: insightface's t1.jpg)")
     parser.add_argument("--landmarks", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "landmarks.json",
                         help="landmarks file in the fixtures layout (default: ../shared/fixtures/landmarks.json)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({name}), torch {torch.__version__}, python {platform.python_version()}, "
           f"threads {torch.get_num_threads()}")
+    if args.fast:
+        specs = ["fp32", *[spec for spec in args.fast if spec != "fp32"]]
+        fast_rows = bench_fast(device, args.batch, specs, args.sampler, args.steps, args.dpm_steps, args.runs,
+                               args.ref_runs, args.check, args.budget)
+        if args.json:
+            args.json.write_text(json.dumps(fast_rows, indent=1))
+        print_fast_rows(fast_rows)
+        return
     rows: dict[str, float] = {}
     if not args.skip_generation:
         for batch in args.batch:
             rows.update({f"{key} (batch {batch})": value
                          for key, value in bench_generation(device, args.steps, batch, args.runs).items()})
     if not args.skip_pipeline:
-        rows.update(bench_pipeline(device, args.steps, args.runs, args.photo or default_photo(), args.landmarks))
+        for sampler in args.sampler:
+            steps = args.dpm_steps if sampler == "dpmpp" else args.steps
+            rows.update(bench_pipeline(device, steps, args.runs, args.photo or default_photo(), args.landmarks,
+                                       args.full_model, args.pipeline_fast, sampler))
     width = max(map(len, rows))
     print(f"{'stage'.ljust(width)}  median ms")
     for key, seconds in rows.items():

@@ -243,3 +243,16 @@ def test_options_are_checked_before_work():
         GenerateOptions(texture_size=4096)
     with pytest.raises(InputError, match="five"):
         GenerateOptions(landmarks=[[1, 2]])
+
+
+def test_dpm_solver_sampler_runs_in_fewer_steps(pipeline):
+    face = t1_faces()[0]["lm5"]
+    photo = sample_photo("t1.jpg")
+    seen = []
+    head = pipeline.generate(photo, GenerateOptions(landmarks=face, sampler="dpmpp", steps=20, texture_size=256),
+                             lambda stage, fraction: seen.append(stage))
+    assert seen.count("diffusion") == 21  # the stage start, then one report per step
+    again = pipeline.generate(photo, GenerateOptions(landmarks=face, sampler="dpmpp", steps=20, texture_size=256))
+    np.testing.assert_array_equal(head.albedo_model, again.albedo_model)
+    ddim = pipeline.generate(photo, GenerateOptions(landmarks=face, steps=20, texture_size=256))
+    assert not np.array_equal(head.albedo_model, ddim.albedo_model)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from uvidm_backend.commands.common import add_model_folder_options, model_paths
 from uvidm_backend.pipeline.errors import ModelFilesMissing, UVIDMError
-from uvidm_backend.pipeline.options import EXPRESSIONS, GenerateOptions
+from uvidm_backend.pipeline.options import EXPRESSIONS, FAST_MODES, SAMPLERS, GenerateOptions
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "text with five 'x y' lines")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="diffusion steps (default: %(default)s)")
     parser.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta (default: %(default)s)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler,
+                        help="ddim (the official sampler) or dpmpp (DPM-Solver++, good at --steps 20) "
+                             "(default: %(default)s)")
+    parser.add_argument("--fast", choices=FAST_MODES, default="auto",
+                        help="GPU speed-ups: off (float32), graph (bf16 + CUDA graph), compile (+ torch.compile, "
+                             "minutes to start); auto: graph on CUDA (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
     parser.add_argument("--texture-size", type=int, default=defaults.texture_size,
                         help="albedo.png side in pixels, 256 to 2048 (default: %(default)s)")
@@ -82,7 +88,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from uvidm_backend.pipeline.pipeline import Pipeline
 
     try:
-        base_options = GenerateOptions(steps=args.steps, eta=args.eta, seed=args.seed,
+        base_options = GenerateOptions(steps=args.steps, eta=args.eta, seed=args.seed, sampler=args.sampler,
                                        texture_size=args.texture_size, delight=args.delight,
                                        expression=args.expression, face_index=args.face)
     except UVIDMError as error:
@@ -94,7 +100,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return 2
     try:
         pipeline = Pipeline.load(model_paths(args), device=args.device, trust_pickle=args.trust_pickle,
-                                 corrected_ear_mask=args.corrected_ear_mask)
+                                 corrected_ear_mask=args.corrected_ear_mask, fast=args.fast)
     except ModelFilesMissing as error:
         print(f"error: {error}")
         return 2

@@ -17,15 +17,17 @@ def ddim_steps_supported(steps: int, num_timesteps: int = DIFFUSION_TIMESTEPS) -
 
 TEXTURE_SIZES = (256, 2048)
 EXPRESSIONS = ("photo", "neutral")
-SAMPLERS = ("ddim",)
+SAMPLERS = ("ddim", "dpmpp")
+# How the networks run on a GPU (Pipeline.load): see uvidm_backend.acceleration.
+FAST_MODES = ("auto", "off", "graph", "compile")
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    steps: int = 50  # DDIM steps, as the official inference
+    steps: int = 50  # sampler steps (50 DDIM steps: the official inference; 20 suit "dpmpp")
     eta: float = 1.0
     seed: int = 23  # the official default
-    sampler: str = "ddim"
+    sampler: str = "ddim"  # "dpmpp": DPM-Solver++ (2M), deterministic, fewer steps
     texture_size: int = 1024  # side of albedo.png
     delight: bool = False  # divide out the fitted SH shading
     expression: str = "photo"  # "neutral": the mesh without the expression coefficients
@@ -37,7 +39,7 @@ class GenerateOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 500:
             raise InputError(f"steps must be between 1 and 500 (got {self.steps})")
-        if not ddim_steps_supported(self.steps):
+        if self.sampler == "ddim" and not ddim_steps_supported(self.steps):
             raise InputError(f"{self.steps} steps cannot be used: the official DDIM spacing would step past the "
                              f"last timestep; use {self.steps - 1} or {self.steps + 1}")
         if not 0.0 <= self.eta <= 1.0:

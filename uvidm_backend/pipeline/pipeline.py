@@ -14,6 +14,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ import torch
 from PIL import Image
 
 from uvidm_backend import __version__
+from uvidm_backend.acceleration import FastDecoder, compile_unet
 from uvidm_backend.condition import ConditionStage
-from uvidm_backend.diffusion import ddim_schedule, sample_ddim
+from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
 from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
 from uvidm_backend.geometry.bfm_files import BFMData, load_bfm
 from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL, project, projXY_to_original, to_camera
@@ -39,7 +41,7 @@ from uvidm_backend.pipeline.errors import ModelFilesMissing
 from uvidm_backend.pipeline.export import TexturedMesh, write_glb, write_obj
 from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
 from uvidm_backend.pipeline.images import Photo, load_photo
-from uvidm_backend.pipeline.options import GenerateOptions
+from uvidm_backend.pipeline.options import FAST_MODES, GenerateOptions
 from uvidm_backend.pipeline.output_folder import OutputFolder, write_json, write_png
 from uvidm_backend.pipeline.preview import preview_scale, render_preview
 from uvidm_backend.registry import ModelPaths
@@ -112,7 +114,7 @@ class Pipeline:
     """The loaded models and the steps from a photo to a textured head."""
 
     def __init__(self, paths: ModelPaths, device: torch.device, networks, recon_net, bfm: BFMData,
-                 detector: FaceDetector, corrected_ear_mask: bool = False):
+                 detector: FaceDetector, corrected_ear_mask: bool = False, fast: str = "off"):
         self.paths = paths
         self.device = device
         self.networks = networks.to(device)
@@ -138,11 +140,29 @@ class Pipeline:
         self.front_mask = textures.front_region_mask(self.triangles, *tables, self.front_idx)
         mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().numpy()
         self.export_triangles = outward_triangles(mean_shape, bfm.full_triangles)
+        self.fast = fast if device.type == "cuda" else "off"
+        self.eps_model, self.decode = self.networks.unet, self.networks.decode_latent
+        if self.fast != "off":
+            # bf16 UNet replayed from a CUDA graph (relative error of the texture ~3e-3, see
+            # docs/PERFORMANCE.md); "compile" adds Inductor fusion (minutes to compile, once).
+            self.eps_model = compile_unet(self.networks.unet, torch.bfloat16, batch=1,
+                                          latent_size=self.networks.config.image_size,
+                                          context_len=(self.model_size // 8) ** 2,
+                                          compile_mode="default" if self.fast == "compile" else None,
+                                          freeze=self.fast == "compile")
+            self.decode = FastDecoder(self.networks, torch.float32)
 
     @classmethod
     def load(cls, paths: ModelPaths | None = None, device: str = "auto", use_ema: bool = False,
-             trust_pickle: bool = False, corrected_ear_mask: bool = False) -> Pipeline:
-        """Loads every model file (raises `ModelFilesMissing` naming what to download)."""
+             trust_pickle: bool = False, corrected_ear_mask: bool = False, fast: str = "auto") -> Pipeline:
+        """Loads every model file (raises `ModelFilesMissing` naming what to download).
+
+        `fast`: "off" (float32, the reference numbers), "graph" (bf16 UNet in a CUDA graph),
+        "compile" (also torch.compile: fastest, minutes of compilation at start-up), "auto" (graph
+        on CUDA, off on the CPU).
+        """
+        if fast not in FAST_MODES:
+            raise ValueError(f"fast must be one of {', '.join(FAST_MODES)} (got {fast!r})")
         paths = paths or ModelPaths.resolve()
         missing = paths.missing()
         if missing:
@@ -157,13 +177,17 @@ class Pipeline:
         # checkpoint load overrides the one read from 79999_iter.pth); loading the file checks it.
         load_face_parsing(paths.locate("79999_iter.pth"), trust_pickle)
         bfm = load_bfm(paths.bfm)
-        pipeline = cls(paths, pick_device(device), networks, recon_net, bfm, FaceDetector(paths.insightface_root),
-                       corrected_ear_mask)
+        device = pick_device(device)
+        if fast == "auto":
+            fast = "graph" if device.type == "cuda" else "off"
+        pipeline = cls(paths, device, networks, recon_net, bfm, FaceDetector(paths.insightface_root),
+                       corrected_ear_mask, fast)
         log.info("models loaded in %.1f s on %s", time.perf_counter() - started, pipeline.device)
         return pipeline
 
     def describe(self) -> dict[str, Any]:
-        return {"device": str(self.device), "dtype": "float32", "rasterizer": type(self.rasterizer).__name__,
+        return {"device": str(self.device), "dtype": "float32" if self.fast == "off" else "bfloat16",
+                "fast": self.fast, "rasterizer": type(self.rasterizer).__name__,
                 "texture_size_model": self.model_size,
                 "models": ["ldm", "recon_net", "face_parsing", "bfm"]}
 
@@ -209,15 +233,18 @@ class Pipeline:
         latent_size = self.networks.config.image_size
         x_T = torch.randn((1, self.networks.config.channels, latent_size, latent_size), generator=generator,
                           device=device)
-        ddim = ddim_schedule(self.networks.schedule, options.steps, options.eta)
+        if options.sampler == "dpmpp":
+            sampler, schedule = sample_dpmpp_2m, dpmpp_schedule(self.networks.schedule, options.steps)
+        else:
+            sampler, schedule = sample_ddim, ddim_schedule(self.networks.schedule, options.steps, options.eta)
 
         def on_step(step) -> None:
             tracker.report((step.index + 1) / step.total)
 
-        latent = sample_ddim(self.networks.unet, x_T, condition.tokens, ddim, generator=generator, callback=on_step)
+        latent = sampler(self.eps_model, x_T, condition.tokens, schedule, generator=generator, callback=on_step)
 
         tracker.start("decode")
-        generated = ((self.networks.decode_latent(latent) + 1) * 0.5).clamp(0, 1)
+        generated = ((self.decode(latent) + 1) * 0.5).clamp(0, 1)
 
         tracker.start("texture")
         coefficients = self.recon_net((crop + 1) * 0.5)  # visualize.py's stand-alone network: the output mesh
@@ -284,11 +311,16 @@ class Pipeline:
         if progress is not None:
             progress("files", 1.0 - STAGES["files"])
         with OutputFolder(Path(out_dir), overwrite=overwrite) as folder:
-            write_png(head.albedo, folder / "albedo.png")
-            write_png(head.albedo_model, folder / "albedo_model.png")
-            write_png(head.preview, folder / "preview.png")
-            write_glb(head.mesh, folder / "head.glb")
-            write_obj(head.mesh, folder / "head.obj", "head.mtl", "albedo.png")
+            # zlib and file I/O release the GIL: the encoders run side by side. The preview is
+            # compressed lightly; it is looked at once.
+            writes = [lambda: write_glb(head.mesh, folder / "head.glb"),
+                      lambda: write_png(head.albedo, folder / "albedo.png", compress_level=3),
+                      lambda: write_png(head.preview, folder / "preview.png", compress_level=1),
+                      lambda: write_png(head.albedo_model, folder / "albedo_model.png"),
+                      lambda: write_obj(head.mesh, folder / "head.obj", "head.mtl", "albedo.png")]
+            with ThreadPoolExecutor(max_workers=len(writes)) as pool:
+                for future in [pool.submit(write) for write in writes]:
+                    future.result()
             info = dict(head.info)
             info["timings"] = {**info["timings"], "total": round(time.perf_counter() - started, 4)}
             info["files"] = sorted(["head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png",

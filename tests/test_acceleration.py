@@ -1,0 +1,165 @@
+"""The fast path (reduced precision, CUDA graphs, torch.compile) computes the float32 function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uvidm_backend.acceleration import CudaGraphed, FastDecoder, FastUNet, cast_module, compile_unet, parse_dtype
+from uvidm_backend.diffusion import ddim_schedule, sample_ddim
+from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
+from uvidm_backend.models.autoencoder import AutoencoderConfig, DDConfig
+from uvidm_backend.models.stack import LatentDiffusionConfig, LatentDiffusionNetworks
+from uvidm_backend.models.unet import UNetConfig
+
+LATENT = 8
+CONTEXT_LEN, CONTEXT_DIM = 6, 16
+
+
+def _config() -> LatentDiffusionConfig:
+    """Smaller than devtools' tiny model: CPU bf16 convolutions are slow."""
+    unet = UNetConfig(image_size=LATENT, model_channels=32, attention_resolutions=(1, 2), num_res_blocks=1,
+                      channel_mult=(1, 2), num_heads=2, context_dim=CONTEXT_DIM)
+    autoencoder = AutoencoderConfig(embed_dim=4, ddconfig=DDConfig(resolution=2 * LATENT, ch=32, ch_mult=(1, 2),
+                                                                   num_res_blocks=1))
+    return LatentDiffusionConfig(unet=unet, autoencoder=autoencoder, image_size=LATENT)
+
+
+def _networks(device: str = "cpu") -> LatentDiffusionNetworks:
+    torch.manual_seed(0)
+    networks = LatentDiffusionNetworks(_config()).eval().to(device)
+    networks.scale_factor = torch.tensor(0.5, device=device)
+    return networks
+
+
+def _inputs(batch: int = 2, device: str = "cpu", seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 4, LATENT, LATENT, generator=generator).to(device)
+    context = torch.randn(batch, CONTEXT_LEN, CONTEXT_DIM, generator=generator).to(device)
+    t = torch.tensor([999, 3, 500, 250][:batch]).to(device)
+    return x, t, context
+
+
+def _rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def networks():
+    return _networks()
+
+
+def test_parse_dtype():
+    assert parse_dtype("bf16") is torch.bfloat16 and parse_dtype("float16") is torch.float16
+    assert parse_dtype(torch.float32) is torch.float32
+    with pytest.raises(ValueError):
+        parse_dtype("int8")
+
+
+def test_cast_module_leaves_the_original(networks):
+    fast = cast_module(networks.unet, torch.bfloat16, channels_last=True)
+    assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
+    assert all(p.dtype == torch.float32 for p in networks.unet.parameters())
+    assert not any(p.requires_grad for p in fast.parameters())
+    assert fast.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_float32_fast_unet_is_the_network(networks):
+    """Without reduced precision nor channels-last the wrapper adds nothing to the function."""
+    x, t, context = _inputs()
+    fast = FastUNet(networks.unet, torch.float32, channels_last=False)
+    assert torch.equal(fast(x, t, context), networks.unet(x, t, context))
+    # A scalar timestep is broadcast over the batch.
+    assert torch.equal(fast(x, t[:1].squeeze(), context), networks.unet(x, t[:1].expand(2), context))
+
+
+@pytest.mark.parametrize("dtype, eps_tol, sample_tol", [(torch.bfloat16, 5e-2, 2e-2), (torch.float16, 1e-2, 5e-3)])
+def test_reduced_precision_unet_and_samplers(networks, dtype, eps_tol, sample_tol):
+    """One eps within a few bf16 ulps of float32; whole sampling runs within 2e-2 (float32 sampler arithmetic)."""
+    if dtype is torch.float16 and not _cpu_half_convolutions():
+        pytest.skip("no float16 convolutions on this CPU build")
+    x, t, context = _inputs()
+    fast = FastUNet(networks.unet, dtype)
+    eps = fast(x, t, context)
+    assert eps.dtype == torch.float32
+    assert _rel(eps, networks.unet(x, t, context)) < eps_tol
+    ddim = ddim_schedule(networks.schedule, 5, eta=1.0)
+    expected = sample_ddim(networks.unet, x, context, ddim, generator=torch.Generator().manual_seed(1))
+    actual = sample_ddim(fast, x, context, ddim, generator=torch.Generator().manual_seed(1))
+    assert _rel(actual, expected) < sample_tol
+    dpm = dpmpp_schedule(networks.schedule, 5)
+    assert _rel(sample_dpmpp_2m(fast, x, context, dpm), sample_dpmpp_2m(networks.unet, x, context, dpm)) < sample_tol
+
+
+def _cpu_half_convolutions() -> bool:
+    try:
+        torch.nn.functional.conv2d(torch.ones(1, 1, 3, 3, dtype=torch.float16), torch.ones(1, 1, 3, 3,
+                                                                                          dtype=torch.float16))
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_fast_decoder(networks):
+    latent = _inputs()[0]
+    expected = networks.decode_latent(latent)
+    assert torch.equal(FastDecoder(networks, torch.float32, channels_last=False)(latent), expected)
+    image = FastDecoder(networks, "bf16")(latent)
+    assert image.dtype == torch.float32 and image.shape == expected.shape
+    assert _rel(image, expected) < 3e-2
+    assert networks.autoencoder.decoder.conv_in.weight.dtype == torch.float32
+
+
+def test_cuda_graphed_calls_directly_off_cuda():
+    calls = []
+
+    def fn(a: torch.Tensor) -> torch.Tensor:
+        calls.append(a)
+        return a * 2
+
+    graphed = CudaGraphed(fn)
+    assert torch.equal(graphed(torch.ones(3)), torch.full((3,), 2.0))
+    assert len(calls) == 1 and graphed.captured_shapes == []
+
+
+# -- on a GPU ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_the_eager_function():
+    networks = _networks("cuda")
+    eager = FastUNet(networks.unet, torch.bfloat16, cuda_graph=False)
+    graphed = FastUNet(networks.unet, torch.bfloat16)
+    previous = None
+    for batch, seed in [(2, 0), (2, 1), (3, 2), (2, 3)]:  # new inputs, a second shape, back to the first
+        x, t, context = _inputs(batch, "cuda", seed)
+        expected = eager(x, t, context)
+        first = graphed(x, t, context)
+        second = graphed(x, t, context)
+        assert _rel(first, expected) < 1e-2  # same kernels; stale static inputs would be far off
+        assert torch.equal(first, second) and first.data_ptr() != second.data_ptr()  # clones, not aliases
+        assert previous is None or previous.shape != first.shape or not torch.equal(previous, first)
+        previous = first
+    assert sorted(s[0] for s in graphed._graphed.captured_shapes) == [(2, 4, LATENT, LATENT), (3, 4, LATENT, LATENT)]
+
+
+@pytest.mark.gpu
+def test_fast_sampling_on_gpu_matches_float32():
+    networks = _networks("cuda")
+    x, _, context = _inputs(2, "cuda")
+    fast = compile_unet(networks.unet, "bf16", batch=2, context_len=CONTEXT_LEN)
+    decode = FastDecoder(networks, "bf16")
+    ddim = ddim_schedule(networks.schedule, 10, eta=1.0)
+    expected = sample_ddim(networks.unet, x, context, ddim, generator=torch.Generator("cuda").manual_seed(5))
+    actual = sample_ddim(fast, x, context, ddim, generator=torch.Generator("cuda").manual_seed(5))
+    assert _rel(actual, expected) < 2e-2
+    assert _rel(decode(actual), networks.decode_latent(expected)) < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_compiled_unet_on_gpu():
+    networks = _networks("cuda")
+    x, t, context = _inputs(2, "cuda")
+    fast = compile_unet(networks.unet, "bf16", batch=2, context_len=CONTEXT_LEN, compile_mode="default")
+    assert _rel(fast(x, t, context), networks.unet(x, t, context)) < 5e-2

@@ -1,0 +1,227 @@
+"""The fast inference path: the diffusion UNet and the decoder in bf16/fp16, replayed from CUDA graphs.
+
+At batch 1 the float32 eager UNet is launch-bound (about a thousand small kernels per step); the fast
+path removes the launch gaps (one CUDA graph per input shape: static input buffers, `replay`), halves
+the bytes (bf16 weights, channels-last activations) and, optionally, fuses the elementwise work with
+`torch.compile` (default mode: Inductor fuses the GroupNorm + SiLU, scale-shift, GEGLU and residual adds;
+its own CUDA graphs are left off, ours capture the compiled function). It computes the same function as
+the float32 path: normalisations keep float32 statistics (`GroupNorm32` upcasts half inputs as the
+official code does; LayerNorm/GroupNorm kernels accumulate in float32), attention runs through SDPA
+(float32 softmax), the time embedding is computed in float32 and the sampler arithmetic stays float32
+(the wrappers take and return the caller's dtype).
+
+Usage (the sampler functions take any `EpsModel`)::
+
+    unet = compile_unet(networks.unet, torch.bfloat16, batch=1, latent_size=32, context_len=1024)
+    decode = FastDecoder(networks)
+    latent = sample_ddim(unet, x_T, tokens, ddim, generator=generator)
+    image = decode(latent)
+
+No official counterpart: the official inference runs the float32 modules eagerly.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+#: `torch.compile` modes that capture their own CUDA graphs (ours are then left off).
+_SELF_GRAPHING_MODES = ("reduce-overhead", "max-autotune")
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    """'bf16' / 'bfloat16' / torch.bfloat16 -> torch.bfloat16 (likewise fp16, fp32)."""
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return DTYPES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r} (expected one of {', '.join(DTYPES)})") from None
+
+
+def cast_module(module: nn.Module, dtype: torch.dtype, channels_last: bool = False) -> nn.Module:
+    """A frozen eval-mode copy of `module` in `dtype` (the original is left untouched)."""
+    fast = copy.deepcopy(module).to(dtype=dtype).eval().requires_grad_(False)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast
+
+
+@dataclass
+class _Captured:
+    graph: torch.cuda.CUDAGraph
+    inputs: tuple[Tensor, ...]
+    output: Tensor
+
+
+class CudaGraphed:
+    """`fn(*tensors) -> tensor` replayed from one CUDA graph per input signature (shapes, dtypes, device).
+
+    The first call with a new signature warms `fn` up on a side stream (where `torch.compile` compiles)
+    and captures it; later calls copy the inputs into the static buffers and replay. The output is cloned
+    unless `clone_output=False` (then it is overwritten by the next call). Inputs off CUDA call `fn`
+    directly. Each graph keeps its own memory pool, so graphs of different shapes never share buffers.
+    """
+
+    def __init__(self, fn: Callable[..., Tensor], warmup: int = 2, clone_output: bool = True):
+        self.fn = fn
+        self.warmup = warmup
+        self.clone_output = clone_output
+        self._graphs: dict[tuple, _Captured] = {}
+
+    def __call__(self, *args: Tensor) -> Tensor:
+        if not args[0].is_cuda:
+            return self.fn(*args)
+        key = tuple((tuple(a.shape), a.dtype, a.device) for a in args)
+        # Static buffers are inference tensors: every copy into them happens in inference mode.
+        with torch.inference_mode():
+            entry = self._graphs.get(key)
+            if entry is None:
+                entry = self._graphs[key] = self._capture(args)
+            for static, value in zip(entry.inputs, args, strict=True):
+                static.copy_(value)
+            entry.graph.replay()
+        if not self.clone_output:
+            return entry.output
+        with torch.no_grad():
+            return entry.output.clone()
+
+    @property
+    def captured_shapes(self) -> list[tuple]:
+        return [tuple(shape for shape, _, _ in key) for key in self._graphs]
+
+    def _capture(self, args: tuple[Tensor, ...]) -> _Captured:
+        device = args[0].device
+        inputs = tuple(a.detach().clone() for a in args)
+        with torch.cuda.device(device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    self.fn(*inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                output = self.fn(*inputs)
+        log.debug("captured a CUDA graph for input shapes %s", [tuple(a.shape) for a in args])
+        return _Captured(graph, inputs, output)
+
+
+def _compiled(module: nn.Module, compile_mode: str | None, freeze: bool = False) -> Callable[..., Tensor]:
+    if not compile_mode:
+        return module
+    # dynamic=False: one specialised compilation per batch size, no symbolic shapes in the kernels.
+    mode = None if compile_mode == "default" else compile_mode
+    compiled = torch.compile(module, mode=mode, dynamic=False)
+    if not freeze:
+        return compiled
+    inductor_config = importlib.import_module("torch._inductor.config")  # loaded lazily by torch.compile
+
+    def frozen(*args: Tensor) -> Tensor:
+        # Inductor's freezing treats the weights as constants (folds their casts and layout changes);
+        # it applies when a shape is compiled, i.e. on the first call with that shape.
+        with inductor_config.patch(freezing=True):
+            return compiled(*args)
+
+    return frozen
+
+
+class FastUNet:
+    """An `EpsModel` for `sample_ddim` / `sample_dpmpp_2m`: a reduced-precision copy of the UNet.
+
+    `dtype` is the weights' and activations' dtype (bf16 by default; float32 gives the plain network
+    through the same machinery). `compile_mode`: None (eager), 'default' (Inductor, our CUDA graphs),
+    'max-autotune-no-cudagraphs', or a self-graphing mode ('reduce-overhead'; ours are then off);
+    `freeze` turns on Inductor's weight freezing for the compilation.
+    `cuda_graph` captures one graph per (batch, latent size, context length) on first use.
+    Inputs and output keep the caller's dtype (float32 latents stay float32 between steps).
+    """
+
+    def __init__(self, unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, compile_mode: str | None = None,
+                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False):
+        self.dtype = parse_dtype(dtype)
+        self.compile_mode = compile_mode
+        self.config = getattr(unet, "config", None)
+        self.unet = cast_module(unet, self.dtype, channels_last)
+        self._forward = _compiled(self.unet, compile_mode, freeze)
+        self_graphing = compile_mode in _SELF_GRAPHING_MODES
+        self._graphed = CudaGraphed(self._forward) if cuda_graph and not self_graphing else None
+
+    def __call__(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
+        t = torch.as_tensor(t, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        if self._graphed is not None and x.is_cuda:
+            return self._graphed(x, t.to(torch.long), context)
+        return self._forward(x, t, context)
+
+
+class _DecodeLatent(nn.Module):
+    """`LatentDiffusionNetworks.decode_latent` on its own: 1/scale_factor * z (float32), then the decoder."""
+
+    def __init__(self, networks: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.post_quant_conv = networks.autoencoder.post_quant_conv
+        self.decoder = networks.autoencoder.decoder
+        self.register_buffer("scale_factor", networks.scale_factor.detach().clone())
+        self.dtype = dtype
+
+    def forward(self, latent: Tensor) -> Tensor:
+        z = (1.0 / self.scale_factor.float()) * latent.float()
+        return self.decoder(self.post_quant_conv(z.to(self.dtype))).float()
+
+
+class FastDecoder:
+    """`networks.decode_latent` in reduced precision (bf16 by default) from CUDA graphs; returns float32.
+
+    Channels-last is off by default: on an H100 it made the 256 x 256 decoder slower (bf16, batch 32:
+    120 ms against 85 ms).
+    """
+
+    def __init__(self, networks: nn.Module, dtype: torch.dtype | str = torch.bfloat16, compile_mode: str | None = None,
+                 cuda_graph: bool = True, channels_last: bool = False):
+        self.dtype = parse_dtype(dtype)
+        module = _DecodeLatent(networks, self.dtype)
+        module = cast_module(module, self.dtype, channels_last)
+        module.scale_factor = networks.scale_factor.detach().clone().to(module.scale_factor.device)
+        self.module = module
+        self._forward = _compiled(module, compile_mode)
+        self_graphing = compile_mode in _SELF_GRAPHING_MODES
+        self._graphed = CudaGraphed(self._forward) if cuda_graph and not self_graphing else None
+
+    def __call__(self, latent: Tensor) -> Tensor:
+        if self._graphed is not None and latent.is_cuda:
+            return self._graphed(latent)
+        return self._forward(latent)
+
+
+def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, batch: int | None = None,
+                 latent_size: int | None = None, context_len: int | None = None, compile_mode: str | None = None,
+                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False) -> FastUNet:
+    """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given.
+
+    `latent_size` defaults to the config's `image_size`; `context_len` to 1024 (the condition fuser's
+    32 x 32 tokens of a 256 x 256 partial texture). Warming up here keeps compilation and capture out
+    of the first generation.
+    """
+    fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze)
+    if batch is not None:
+        config = fast.config
+        device = next(unet.parameters()).device
+        size = latent_size or config.image_size
+        x = torch.randn(batch, config.in_channels, size, size, device=device)
+        t = torch.full((batch,), 500, dtype=torch.long, device=device)
+        context = torch.randn(batch, context_len or 1024, config.context_dim, device=device)
+        fast(x, t, context)
+    return fast
