@@ -11,9 +11,11 @@ Every file is written under a temporary name and `os.replace`d into place.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -100,36 +102,76 @@ def _frozen(value: object, dtype: type, what: str, shape: tuple[int | None, ...]
     return array
 
 
-def write_glb(mesh: TexturedMesh, path: str | os.PathLike[str]) -> Path:
+GLTF_FLOAT = 5126
+GLTF_UINT32 = 5125
+GLTF_ARRAY_BUFFER = 34962
+GLTF_ELEMENT_ARRAY_BUFFER = 34963
+
+
+def encode_png(image: np.ndarray, compress_level: int = 3) -> bytes:
+    """The texture as PNG bytes; level 3 is several times faster than zlib's default, a little larger."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def glb_bytes(mesh: TexturedMesh, png: bytes | None = None) -> bytes:
     """Binary glTF 2.0: one node and mesh named `mesh.name`, one PBR material with the embedded PNG.
 
-    Written through trimesh with `process=False`, so vertex order and count are kept exactly
-    (seam vertices that share a position but not a UV stay apart); TEXCOORD_0 holds (u, 1 - v).
+    Written directly (the layout is fixed and small) so that the texture PNG is encoded once, at
+    the compression level we choose, and shared with albedo.png; vertex order and count are kept
+    exactly (seam vertices that share a position but not a UV stay apart); TEXCOORD_0 holds (u, 1 - v).
     """
-    import trimesh
-    from PIL import Image
-    from trimesh.visual import TextureVisuals
-    from trimesh.visual.material import PBRMaterial
+    png = encode_png(mesh.texture) if png is None else png
+    uv = np.column_stack([mesh.uv[:, 0], 1.0 - mesh.uv[:, 1]]).astype(np.float32)
+    arrays = [  # (data, accessor type, component type, buffer target)
+        (mesh.vertices.astype(np.float32), "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
+        (mesh.unit_normals().astype(np.float32), "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
+        (uv, "VEC2", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
+        (mesh.faces.astype(np.uint32).reshape(-1), "SCALAR", GLTF_UINT32, GLTF_ELEMENT_ARRAY_BUFFER),
+    ]
+    blob, views, accessors = bytearray(), [], []
+    for data, kind, component, target in arrays:
+        raw = np.ascontiguousarray(data).astype("<" + data.dtype.str[1:]).tobytes()
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(raw), "target": target})
+        accessor = {"bufferView": len(views) - 1, "componentType": component, "type": kind,
+                    "count": int(data.shape[0])}
+        if kind == "VEC3" and len(accessors) == 0:  # POSITION needs its bounds
+            accessor["min"] = data.min(axis=0).tolist()
+            accessor["max"] = data.max(axis=0).tolist()
+        accessors.append(accessor)
+        blob += raw + b"\0" * (-len(raw) % 4)
+    views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(png)})
+    blob += png + b"\0" * (-len(png) % 4)
+    tree = {
+        "asset": {"version": "2.0", "generator": "uvidm"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": mesh.name, "mesh": 0}],
+        "meshes": [{"name": mesh.name, "primitives": [{
+            "attributes": {"POSITION": 0, "NORMAL": 1, "TEXCOORD_0": 2}, "indices": 3, "material": 0, "mode": 4}]}],
+        "materials": [{"name": mesh.material_name, "doubleSided": False, "pbrMetallicRoughness": {
+            "baseColorTexture": {"index": 0, "texCoord": 0}, "metallicFactor": float(METALLIC),
+            "roughnessFactor": float(ROUGHNESS)}}],
+        "textures": [{"source": 0, "sampler": 0}],
+        "samplers": [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}],
+        "images": [{"bufferView": len(views) - 1, "mimeType": "image/png"}],
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(blob)}],
+    }
+    text = json.dumps(tree, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    total = 12 + 8 + len(text) + 8 + len(blob)
+    return b"".join([struct.pack("<4sII", b"glTF", 2, total), struct.pack("<I4s", len(text), b"JSON"), text,
+                     struct.pack("<I4s", len(blob), b"BIN\0"), bytes(blob)])
 
-    material = PBRMaterial(
-        name=mesh.material_name,
-        baseColorTexture=Image.fromarray(mesh.texture),  # format None: trimesh embeds a PNG
-        metallicFactor=float(METALLIC),
-        roughnessFactor=float(ROUGHNESS),
-        doubleSided=False,
-    )
-    geometry = trimesh.Trimesh(
-        vertices=mesh.vertices,
-        faces=mesh.faces,
-        vertex_normals=mesh.unit_normals(),
-        visual=TextureVisuals(uv=mesh.uv, material=material),  # trimesh flips v itself on export
-        process=False,
-        validate=False,
-    )
-    # a root frame named differently from the mesh, which trimesh then leaves out of the file
-    scene = trimesh.Scene(base_frame=f"{mesh.name}__root")
-    scene.add_geometry(geometry, node_name=mesh.name, geom_name=mesh.name)
-    data = scene.export(file_type="glb", include_normals=True, unitize_normals=False)
+
+def write_glb(mesh: TexturedMesh, path: str | os.PathLike[str], png: bytes | None = None) -> Path:
+    """Writes `glb_bytes(mesh, png)` atomically."""
+    data = glb_bytes(mesh, png)
     log.debug("glTF: %d vertices, %d faces, %d bytes", len(mesh.vertices), len(mesh.faces), len(data))
     return write_bytes(data, path)
 

@@ -38,11 +38,11 @@ from uvidm_backend.geometry.visibility import depth_visible_vertices
 from uvidm_backend.models.stack import LatentDiffusionConfig, load_face_parsing, load_latent_diffusion, load_recon_net
 from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.errors import ModelFilesMissing
-from uvidm_backend.pipeline.export import TexturedMesh, write_glb, write_obj
+from uvidm_backend.pipeline.export import TexturedMesh, encode_png, write_glb, write_obj
 from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
 from uvidm_backend.pipeline.images import Photo, load_photo
 from uvidm_backend.pipeline.options import FAST_MODES, GenerateOptions
-from uvidm_backend.pipeline.output_folder import OutputFolder, write_json, write_png
+from uvidm_backend.pipeline.output_folder import OutputFolder, write_bytes, write_json, write_png
 from uvidm_backend.pipeline.preview import preview_scale, render_preview
 from uvidm_backend.registry import ModelPaths
 
@@ -313,8 +313,9 @@ class Pipeline:
         with OutputFolder(Path(out_dir), overwrite=overwrite) as folder:
             # zlib and file I/O release the GIL: the encoders run side by side. The preview is
             # compressed lightly; it is looked at once.
-            writes = [lambda: write_glb(head.mesh, folder / "head.glb"),
-                      lambda: write_png(head.albedo, folder / "albedo.png", compress_level=3),
+            albedo_png = encode_png(head.albedo)  # once, for albedo.png and inside head.glb
+            writes = [lambda: write_glb(head.mesh, folder / "head.glb", albedo_png),
+                      lambda: write_bytes(albedo_png, folder / "albedo.png"),
                       lambda: write_png(head.preview, folder / "preview.png", compress_level=1),
                       lambda: write_png(head.albedo_model, folder / "albedo_model.png"),
                       lambda: write_obj(head.mesh, folder / "head.obj", "head.mtl", "albedo.png")]
