@@ -29,6 +29,8 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import Tensor, nn
 
+from uvidm_backend.errors import UVIDMError
+
 log = logging.getLogger(__name__)
 
 UNET_PREFIX = "model.diffusion_model."
@@ -49,7 +51,7 @@ SCALE_FACTOR_KEY = "scale_factor"
 IGNORED_BY_OFFICIAL_INFERENCE = (EMA_PREFIX,)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UVIDMError, RuntimeError):
     """A weight file that cannot be used as it is; the message says which file and what to do."""
 
 

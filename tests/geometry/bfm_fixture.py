@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from uvidm_backend.devtools.synthetic_head import point_buffer  # noqa: F401  (re-exported for the tests)
 from uvidm_backend.geometry import bfm_files
 
 MODEL_PREFIXES = {"bfm5w_": bfm_files.FULL_MODEL_FILE, "bfmfront_": bfm_files.FRONT_MODEL_FILE}
@@ -53,18 +54,6 @@ def grid_mesh(nx: int, ny: int) -> tuple[np.ndarray, np.ndarray]:
             a, b, c, d = j * nx + i, j * nx + i + 1, (j + 1) * nx + i, (j + 1) * nx + i + 1
             triangles += [(a, b, c), (b, d, c)]
     return vertices, np.array(triangles, dtype=np.int64)
-
-
-def point_buffer(triangles: np.ndarray, n_vertices: int, width: int = 8) -> np.ndarray:
-    """(N, width) 0-based faces around each vertex, padded with F (the Deep3DFaceRecon layout, minus 1)."""
-    faces: list[list[int]] = [[] for _ in range(n_vertices)]
-    for index, triangle in enumerate(triangles):
-        for vertex in triangle:
-            faces[vertex].append(index)
-    buffer = np.full((n_vertices, width), len(triangles), dtype=np.int64)
-    for vertex, found in enumerate(faces):
-        buffer[vertex, :len(found)] = found
-    return buffer
 
 
 def synthetic_arrays(nx: int = 6, ny: int = 5, size: int = 8, seed: int = 0) -> dict[str, np.ndarray]:

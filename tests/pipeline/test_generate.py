@@ -256,3 +256,18 @@ def test_dpm_solver_sampler_runs_in_fewer_steps(pipeline):
     np.testing.assert_array_equal(head.albedo_model, again.albedo_model)
     ddim = pipeline.generate(photo, GenerateOptions(landmarks=face, steps=20, texture_size=256))
     assert not np.array_equal(head.albedo_model, ddim.albedo_model)
+
+
+def test_a_damaged_weight_file_is_reported_not_raised(tmp_path, model_paths, capsys):
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(model_paths.weights, weights)
+    data = (weights / "ldm.ckpt").read_bytes()
+    (weights / "ldm.ckpt").write_bytes(data[: len(data) // 2])  # an interrupted download
+    code = main(["generate", str(sample_photo("t1.jpg")), "-o", str(tmp_path / "out"), "--weights", str(weights),
+                 "--bfm", str(model_paths.bfm), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 2
+    assert "ldm.ckpt" in printed and "download it again" in printed
+    assert not (tmp_path / "out").exists()

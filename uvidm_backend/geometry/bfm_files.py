@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from uvidm_backend.errors import UVIDMError
+
 log = logging.getLogger(__name__)
 
 FRONT_MODEL_FILE = "BFM_model_front.mat"
@@ -48,7 +50,7 @@ OFFICIAL_POINT_BUF_BASE = {FRONT_MODEL_FILE: 1, FULL_MODEL_FILE: 0}
 _HINT = "See BFM/README.md for where the Basel Face Model files come from and where to put them."
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(UVIDMError, RuntimeError):
     """A model file that is missing or unusable; the message names the file and the remedy."""
 
     def __init__(self, path: str | Path, problem: str):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from uvidm_backend.errors import UVIDMError
 
-class UVIDMError(Exception):
-    """Base of the errors the backend reports to users (CLI, service, Blender)."""
+__all__ = ["Cancelled", "InputError", "ModelFilesMissing", "UVIDMError"]
 
 
 class InputError(UVIDMError, ValueError):
