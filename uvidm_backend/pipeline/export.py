@@ -108,8 +108,9 @@ GLTF_ARRAY_BUFFER = 34962
 GLTF_ELEMENT_ARRAY_BUFFER = 34963
 
 
-def encode_png(image: np.ndarray, compress_level: int = 3) -> bytes:
-    """The texture as PNG bytes; level 3 is several times faster than zlib's default, a little larger."""
+def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """The texture as PNG bytes. Level 1: a 1024² texture in ~60 ms instead of ~270 ms at zlib's
+    default, for files about 10% larger (measured on photo-like and noisy textures)."""
     from PIL import Image
 
     buffer = io.BytesIO()
