@@ -68,7 +68,7 @@ def compose_albedo(generated: Tensor, photo_texture: Tensor, photo_mask: Tensor)
     if photo_mask.sum() >= 16:
         generated = match_color_in_yuv_torch(photo_texture, generated, photo_mask.expand_as(generated),
                                              clip_max=1.0)
-    weight = feathered(photo_mask, max(1, size // 128))
+    weight = feathered(photo_mask, max(1, size // 64))  # 16 px at 1024: wide enough to hide the seam
     return (weight * photo_texture + (1 - weight) * generated).clamp(0, 1)
 
 
