@@ -131,5 +131,8 @@ def match_color_in_yuv_torch(
     dst_yuv = to_yuv(dst)
     mu_dst, std_dst = masked_stats(dst_yuv)
     mu_src, std_src = masked_stats(to_yuv(src.to(dtype=dst.dtype, device=dst.device)))
-    match_yuv = (dst_yuv - mu_dst) / std_dst * std_src + mu_src
+    # A flat channel (a grey texture has U = V = 0 everywhere) would divide 0 by 0: it takes the
+    # source's mean instead. The numpy version keeps the official division as it is.
+    scale = torch.where(std_dst > 0, std_src / std_dst.clamp(min=torch.finfo(dst.dtype).tiny), 0.0)
+    match_yuv = (dst_yuv - mu_dst) * scale + mu_src
     return torch.einsum("ij,...jhw->...ihw", rgb_from_yuv, match_yuv).clamp(0.0, clip_max)
