@@ -118,6 +118,8 @@ BAD_OPTIONS = [
     ({"eta": "2"}, "eta"),
     ({"texture_size": "100"}, "texture size"),
     ({"expression": "smile"}, "expression"),
+    ({"sampler": "euler"}, "sampler"),
+    ({"steps": "3"}, "steps"),  # the official DDIM spacing would step past t = 999
     ({"face_index": "-1"}, "face index"),
     ({"delight": "maybe"}, "delight"),
     ({"landmarks": "[[1, 2]]"}, "landmarks"),
