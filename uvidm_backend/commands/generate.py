@@ -44,6 +44,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--corrected-ear-mask", action="store_true",
                         help="also keep the right ear out of the model's condition (the official code means to, "
                              "but a typo keeps it in; the released model was trained with the typo)")
+    parser.add_argument("--ema", action="store_true",
+                        help="use the EMA copy of the UNet stored in ldm.ckpt (the official inference does not)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow weight files that need full unpickling (only for files you trust)")
     add_model_folder_options(parser)
@@ -99,7 +101,7 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"error: photo not found: {', '.join(missing_photos)}")
         return 2
     try:
-        pipeline = Pipeline.load(model_paths(args), device=args.device, trust_pickle=args.trust_pickle,
+        pipeline = Pipeline.load(model_paths(args), device=args.device, use_ema=args.ema, trust_pickle=args.trust_pickle,
                                  corrected_ear_mask=args.corrected_ear_mask, fast=args.fast)
     except ModelFilesMissing as error:
         print(f"error: {error}")
