@@ -101,8 +101,9 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"error: photo not found: {', '.join(missing_photos)}")
         return 2
     try:
-        pipeline = Pipeline.load(model_paths(args), device=args.device, use_ema=args.ema, trust_pickle=args.trust_pickle,
-                                 corrected_ear_mask=args.corrected_ear_mask, fast=args.fast)
+        pipeline = Pipeline.load(model_paths(args), device=args.device, use_ema=args.ema,
+                                 trust_pickle=args.trust_pickle, corrected_ear_mask=args.corrected_ear_mask,
+                                 fast=args.fast)
     except ModelFilesMissing as error:
         print(f"error: {error}")
         return 2
