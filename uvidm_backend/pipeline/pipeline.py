@@ -269,7 +269,7 @@ class Pipeline:
         projected_crop = project(vertices_camera)
         projected = projXY_to_original(projected_crop, trans_params)
         photo01 = (photo_m11 + 1) * 0.5
-        skin = self.condition_stage.parse_skin(photo01)
+        skin = condition.skin  # face parsing of the photo, already run by the condition stage
         # Unlike the model's condition (kept as trained), the output texture also drops surfaces
         # hidden behind others, which the official normal test lets through.
         unoccluded = depth_visible_vertices(projected_crop, vertices_camera[..., 2], self.triangles, self.rasterizer)
