@@ -53,7 +53,7 @@ def test_cli_writes_every_output_for_t1(tmp_path, model_paths, capsys):
     np.testing.assert_allclose(result["face"]["landmarks"], expected, atol=0.01)
     assert result["photo"]["size"] == [1280, 886]
     assert set(result["coefficients"]) == {"id", "exp", "tex", "angle", "gamma", "trans"}
-    assert {"diffusion", "condition", "texture", "total"} <= set(result["timings"])
+    assert {"diffusion", "condition", "texture", "files", "total"} <= set(result["timings"])
     assert "t1.jpg -> " in capsys.readouterr().out
 
 
