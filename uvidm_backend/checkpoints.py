@@ -46,9 +46,6 @@ SCHEDULE_KEYS = (
     "posterior_mean_coef1", "posterior_mean_coef2",
 )
 SCALE_FACTOR_KEY = "scale_factor"
-# What the official inference (scripts/visualize.py) does not use: the EMA copy of the UNet
-# (sampling runs outside `ema_scope()`) and its two bookkeeping buffers.
-IGNORED_BY_OFFICIAL_INFERENCE = (EMA_PREFIX,)
 
 
 class CheckpointError(UVIDMError, RuntimeError):

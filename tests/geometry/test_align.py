@@ -18,7 +18,6 @@ from uvidm_backend.geometry.align import (
     crop_box,
     extract_lm5_from_lm68,
     lm5_from_insightface,
-    paste_crop_on_image,
     pos,
     resize_crop_img,
     trans_back_ori_image,
@@ -180,54 +179,10 @@ def _gradient_photo(width: int, height: int) -> np.ndarray:
     return np.stack([0.2 * x + 20, 0.15 * y + 10, 0.1 * (x + y) + 5], axis=-1)
 
 
-@pytest.mark.parametrize("width, height, face_scale", [(300, 400, 1.0), (1200, 1600, 4.0), (600, 800, 0.3)])
-def test_paste_crop_on_image_inverts_the_crop(width, height, face_scale):
-    """The aligned crop pasted back lands where it came from, at the photo's resolution (crop
-    coarser than, about as fine as, and finer than the photo)."""
-    photo = _gradient_photo(width, height)
-    centre = np.array([width / 2, height / 2])
-    lm5 = centre + face_scale * np.array([[-31, 27], [32, 27], [0, 0], [-23, -37], [25, -37]], np.float32)
-    alignment = align_face(np.zeros((height, width, 3), np.uint8), lm5, LM3D_5)
-    params = alignment.trans_params
-    # the crop of the float photo with the official geometry (bicubic is exact on ramps)
-    crop = np.stack([_crop_float(photo[..., c], params) for c in range(3)], axis=-1)
-    pasted = paste_crop_on_image(crop, np.ones((224, 224)), np.zeros_like(photo), params)
-    assert pasted.shape == photo.shape and pasted.dtype == photo.dtype
-
-    # the crop's pixel edges in photo pixels: resized edge r -> (r + 0.5) * w0 / w - 0.5
-    w, h, left, up = crop_box(params)
-    sx, sy = width / w, height / h
-    x_edges = np.array([left, left + 224]) * sx - 0.5
-    y_edges = np.array([up, up + 224]) * sy - 0.5
-    y, x = np.mgrid[0:height, 0:width]
-
-    def inside(margin_x: float, margin_y: float) -> np.ndarray:
-        return (
-            (x > x_edges[0] + margin_x)
-            & (x < x_edges[1] - margin_x)
-            & (y > y_edges[0] + margin_y)
-            & (y < y_edges[1] - margin_y)
-        )
-
-    interior = inside(3 * max(sx, 1.0) + 1, 3 * max(sy, 1.0) + 1)
-    err = np.abs(pasted - photo)[interior].max()
-    assert err < 0.05, f"max error {err:.3f} on a ramp (a one-pixel shift would be >= 0.1)"
-    outside = ~inside(-(max(sx, 1.0) + 1), -(max(sy, 1.0) + 1))
-    assert np.all(pasted[outside] == 0)
-
-
 def _crop_float(channel: np.ndarray, params: np.ndarray) -> np.ndarray:
     w, h, left, up = crop_box(params)
     image = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))
     return np.asarray(image.resize((w, h), Image.BICUBIC).crop((left, up, left + 224, up + 224)))
-
-
-def test_paste_crop_on_image_mask_zero_keeps_photo():
-    photo = np.random.default_rng(2).integers(0, 256, (200, 150, 3), dtype=np.uint8)
-    params = np.array([150, 200, 1.3, 75.0, 100.0, 224])
-    out = paste_crop_on_image(np.full((224, 224, 3), 255.0), np.zeros((224, 224, 1)), photo, params)
-    assert out.dtype == np.uint8
-    np.testing.assert_array_equal(out, photo)
 
 
 def test_trans_back_ori_image_shape_and_blend():

@@ -36,7 +36,6 @@ __all__ = [
     "extract_lm5_from_lm68",
     "landmarks_to_crop",
     "lm5_from_insightface",
-    "paste_crop_on_image",
     "pos",
     "preprocess_image",
     "resize_crop_img",
@@ -272,8 +271,8 @@ def trans_back_ori_image(
     The render is pasted with ``cv2.warpAffine`` (translation by the crop corner, bilinear) into the
     resized frame, resized to the photo size, alpha-blended with ``mask`` and resized to 224x224
     (all OpenCV bilinear). ``mask`` (S, S, C) float (channel 0 is used), ``face`` (S, S, 3),
-    ``ori_image`` (h0, w0, 3) in the face's value range. For a full-resolution paste use
-    ``paste_crop_on_image``.
+    ``ori_image`` (h0, w0, 3) in the face's value range. (The pipeline's preview renders the head
+    at the photo's own resolution instead: `uvidm_backend.pipeline.preview`.)
     """
     w0, h0, s, t0, t1, target_size = np.asarray(trans_params)
     w, h = int(w0 * s), int(h0 * s)
@@ -292,50 +291,3 @@ def trans_back_ori_image(
     return cv2.resize(blended, (224, 224))
 
 
-def paste_crop_on_image(face: np.ndarray, mask: np.ndarray, image: np.ndarray, trans_params: np.ndarray) -> np.ndarray:
-    """Blend a render of the aligned crop into the photo at the photo's own resolution (previews).
-
-    Not in the official code (``trans_back_ori_image`` returns 224x224 and resamples twice). One
-    bilinear warp maps the crop onto the photo, the exact inverse of ``resize_crop_img``'s geometry
-    (pixel centres, the integer resize size and crop corner included); when the crop is finer than
-    the photo it is first area-averaged to about the photo's scale to avoid aliasing.
-
-    ``face`` (S, S, 3) in the value range of ``image``; ``mask`` (S, S) or (S, S, C) in [0, 1]
-    (channel 0 used); ``image`` (h0, w0, 3) uint8 or float. Returns an array of ``image``'s dtype
-    and shape (uint8 results are rounded and clipped).
-    """
-    w, h, left, up = crop_box(trans_params)
-    image = np.asarray(image)
-    h0, w0 = image.shape[:2]
-    face = np.asarray(face, dtype=np.float32)
-    mask = np.asarray(mask, dtype=np.float32)
-    if mask.ndim == 3:
-        mask = mask[..., 0]
-    size = face.shape[0]
-    # premultiplied colour, so that bilinear weights at the crop border blend correctly
-    layers = np.concatenate([face * mask[..., None], mask[..., None]], axis=-1)
-    sx, sy = w0 / w, h0 / h
-    pre_x = pre_y = 1.0
-    if sx < 1.0 or sy < 1.0:
-        nx, ny = max(1, round(size * min(sx, 1.0))), max(1, round(size * min(sy, 1.0)))
-        layers = cv2.resize(layers, (nx, ny), interpolation=cv2.INTER_AREA)
-        pre_x, pre_y = size / nx, size / ny
-    # layer pixel u' -> crop u = (u' + 0.5) * pre - 0.5 -> resized r = u + left
-    # -> photo x = (r + 0.5) * w0 / w - 0.5 (pixel centres, as PIL's resize maps them)
-    matrix = np.array(
-        [[pre_x * sx, 0.0, (0.5 * pre_x + left) * sx - 0.5], [0.0, pre_y * sy, (0.5 * pre_y + up) * sy - 0.5]],
-        dtype=np.float64,
-    )
-    warped = cv2.warpAffine(
-        np.ascontiguousarray(layers, dtype=np.float32),
-        matrix,
-        (w0, h0),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
-    alpha = np.clip(warped[..., 3:4], 0.0, 1.0)
-    blended = warped[..., :3] + (1.0 - alpha) * image.astype(np.float32)
-    if image.dtype == np.uint8:
-        return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return blended.astype(image.dtype)

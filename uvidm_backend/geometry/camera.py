@@ -12,8 +12,6 @@ nvdiffrast `MeshRenderer` (`ldm/models/render_nvdiffrast.py`, fov = 2 atan(cente
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -107,8 +105,3 @@ def projXY_to_original(projXY: Tensor, trans_params: Tensor) -> Tensor:
     x = torch.minimum(x.clamp(min=0), w0 - 1)
     y = torch.minimum(y.clamp(min=0), h0 - 1)
     return torch.stack([x, y], dim=-1)
-
-
-def fov_degrees(focal: float = FOCAL, center: float = CENTER) -> float:
-    """The vertical (= horizontal) field of view of the crop, as the official renderer computes it."""
-    return 2 * math.atan(center / focal) * 180 / math.pi
