@@ -289,3 +289,36 @@ def scene(addon):
         prefs.property_unset(name)
     yield bpy.context.scene
     sys.modules[f"{addon}.uvidm_blender.runtime"].STATE.shutdown()
+
+
+@pytest.fixture
+def render():
+    """render(scene, path, camera_location, light_energy=None) -> RGB PIL image (`render_frame`)."""
+    return render_frame
+
+
+def render_frame(scene, path: Path, camera_location, light_energy: float | None = None):
+    """Renders one 64x64 frame with Cycles on the CPU (4 samples), the camera at `camera_location`
+    looking along +Y and a sun from above-front; returns it as an RGB PIL image."""
+    import math
+
+    import bpy
+    from PIL import Image
+
+    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+    scene.collection.objects.link(camera)
+    camera.location = camera_location
+    camera.rotation_euler = (math.radians(90), 0.0, 0.0)
+    scene.camera = camera
+    light = bpy.data.objects.new("light", bpy.data.lights.new("light", "SUN"))
+    light.rotation_euler = (math.radians(80), 0.0, 0.0)
+    if light_energy is not None:
+        light.data.energy = light_energy
+    scene.collection.objects.link(light)
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 4
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    return Image.open(path).convert("RGB")

@@ -3,7 +3,6 @@ mode with this Python) on a model folder of random weights, Generate runs in bac
 the head is imported and rendered with Cycles."""
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +45,9 @@ def photo_and_landmarks() -> tuple[Path, str]:
     return photo, json.dumps(faces[0]["lm5"])
 
 
-def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks, tmp_path):
+def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks, tmp_path, render):
     import socket
 
-    from PIL import Image
 
     photo, landmarks = photo_and_landmarks
     prefs = bpy.context.preferences.addons[addon].preferences
@@ -93,20 +91,6 @@ def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks,
 
     # Render it: camera in front (the face looks towards -Y), Cycles on the CPU, a few samples.
     centre = sum(world, start=world[0] * 0) / len(world)
-    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
-    scene.collection.objects.link(camera)
-    camera.location = (centre.x, centre.y - 4 * height, centre.z)
-    camera.rotation_euler = (math.radians(90), 0.0, 0.0)
-    scene.camera = camera
-    light = bpy.data.objects.new("light", bpy.data.lights.new("light", "SUN"))
-    light.rotation_euler = (math.radians(80), 0.0, 0.0)
-    scene.collection.objects.link(light)
-    scene.render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
-    scene.cycles.samples = 4
-    scene.render.resolution_x = scene.render.resolution_y = 64
-    scene.render.filepath = str(tmp_path / "frame.png")
-    bpy.ops.render.render(write_still=True)
-    frame = Image.open(tmp_path / "frame.png").convert("RGB")
+    frame = render(scene, tmp_path / "frame.png", (centre.x, centre.y - 4 * height, centre.z))
     covered = sum(max(frame.getpixel((x, y))) > 10 for x in range(16, 48) for y in range(16, 48))
     assert covered > 300, "the head should fill the middle of the frame"

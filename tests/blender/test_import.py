@@ -1,6 +1,5 @@
 """Importing a result into Blender: mesh, UVs, material, scale, collection, undo, export, render."""
 
-import math
 import sys
 
 import pytest
@@ -124,29 +123,12 @@ def test_export_conventions(addon):
     assert gltf["export_format"] == "GLB" and gltf["export_yup"]
 
 
-def test_render_shows_the_texture(scene, result_folder, tmp_path):
+def test_render_shows_the_texture(scene, result_folder, tmp_path, render):
     """Cycles, CPU, a few samples: the head covers the middle of the frame in the albedo's colours."""
-    from PIL import Image
 
     bpy.ops.uvidm.import_recent(path=str(result_folder))
     # the file's face (+Z there, -Y here) looks at the camera: left half red, right half blue
-    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
-    scene.collection.objects.link(camera)
-    camera.location = (0.0, -0.6, 0.0)
-    camera.rotation_euler = (math.radians(90), 0.0, 0.0)  # looking along +Y at the head
-    scene.camera = camera
-    light = bpy.data.objects.new("light", bpy.data.lights.new("light", "SUN"))
-    light.rotation_euler = (math.radians(80), 0.0, 0.0)
-    light.data.energy = 3.0
-    scene.collection.objects.link(light)
-    scene.render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
-    scene.cycles.samples = 4
-    scene.render.resolution_x = scene.render.resolution_y = 64
-    scene.render.filepath = str(tmp_path / "frame.png")
-    bpy.ops.render.render(write_still=True)
-
-    image = Image.open(tmp_path / "frame.png").convert("RGB")
+    image = render(scene, tmp_path / "frame.png", (0.0, -0.6, 0.0), light_energy=3.0)
     def count(box, test):
         return sum(test(*image.getpixel((x, y))) for x in range(box[0], box[2]) for y in range(box[1], box[3]))
 
