@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusion.noise_sources import CountingNoise
 
 from uvidm_backend.diffusion import (
     DDIMStep,
@@ -97,16 +98,10 @@ def test_noise_drawn_every_step_and_ignored_at_eta0(schedule):
     ddim = ddim_schedule(schedule, 10, eta=0.0)
     assert torch.all(ddim.sigmas == 0)
     context = torch.zeros(2, 3, 5)
-    drawn: list[int] = []
-
-    def counting(scale: float):
-        def noise(step: int, like: torch.Tensor) -> torch.Tensor:
-            drawn.append(step)
-            return torch.full_like(like, scale)
-        return noise
+    counting = CountingNoise()
 
     small = sample_ddim(_ToyEps(), _latent(), context, ddim, noise=counting(1.0))
-    assert drawn == list(range(ddim.num_steps))
+    assert counting.drawn == list(range(ddim.num_steps))
     large = sample_ddim(_ToyEps(), _latent(), context, ddim, noise=counting(1e6))
     seeded = sample_ddim(_ToyEps(), _latent(), context, ddim, generator=torch.Generator().manual_seed(3))
     assert torch.equal(small, large) and torch.equal(small, seeded)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from diffusion.noise_sources import CountingNoise
 
 from uvidm_backend.diffusion import DDIMStep, linear_schedule
 from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, dpmpp_timesteps, sample_dpmpp_2m
@@ -126,18 +127,12 @@ def test_sde_keeps_the_marginal(schedule):
 
 
 def test_noise_drawn_every_step_and_ignored_at_eta0(schedule):
-    drawn: list[int] = []
-
-    def counting(scale: float):
-        def noise(step: int, like: torch.Tensor) -> torch.Tensor:
-            drawn.append(step)
-            return torch.full_like(like, scale)
-        return noise
+    counting = CountingNoise()
 
     model = _GaussianData(schedule, _latent(1), std=0.5)
     dpm = dpmpp_schedule(schedule, 12)
     small = sample_dpmpp_2m(model, _latent(2), _context(), dpm, noise=counting(1.0))
-    assert drawn == list(range(12))
+    assert counting.drawn == list(range(12))
     large = sample_dpmpp_2m(model, _latent(2), _context(), dpm, noise=counting(1e6))
     assert torch.equal(small, large)
     noisy = dpmpp_schedule(schedule, 12, eta=1.0)
