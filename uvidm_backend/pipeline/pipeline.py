@@ -137,13 +137,14 @@ class Pipeline:
         self.lm3d_5 = extract_lm5_from_lm68(bfm.lm3d)
         self.model_size = networks.config.texture_size
         self._uv_tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._uv_vertex_index: dict[int, torch.Tensor] = {}
         if bfm.triangle_buffer is not None and bfm.triangle_buffer.shape[0] == self.model_size:
             self._uv_tables[self.model_size] = (torch.from_numpy(bfm.triangle_buffer).to(device),
                                                 torch.from_numpy(bfm.barycentric_weight).to(device))
         tables = self.uv_tables(self.model_size)
         self.condition_stage = ConditionStage(
             self.networks.recon_net, self.networks.seg_model, self.networks.condition_fuser, self.head_model,
-            uv_vertex_index(self.triangles, tables[0]), tables[1], corrected_ear_mask).to(device)
+            self.uv_vertices(self.model_size), tables[1], corrected_ear_mask).to(device)
         self.front_mask = textures.front_region_mask(self.triangles, *tables, self.front_idx)
         mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().numpy()
         self.export_triangles = outward_triangles(mean_shape, bfm.full_triangles)
@@ -205,6 +206,12 @@ class Pipeline:
             self._uv_tables[size] = (buffer.to(self.device), weight.to(self.device))
         return self._uv_tables[size]
 
+    def uv_vertices(self, size: int) -> torch.Tensor:
+        """(S, S, 3) the vertices of each texel's triangle at `size`, computed once per size."""
+        if size not in self._uv_vertex_index:
+            self._uv_vertex_index[size] = uv_vertex_index(self.triangles, self.uv_tables(size)[0])
+        return self._uv_vertex_index[size]
+
     # -- the job ---------------------------------------------------------------------------
 
     def find_face(self, photo: Photo, options: GenerateOptions) -> tuple[DetectedFace, int | None]:
@@ -257,7 +264,8 @@ class Pipeline:
         coefficients = self.recon_net((crop + 1) * 0.5)  # visualize.py's stand-alone network: the output mesh
         shape, id_shape = self.head_model.compute_shape(coefficients.id, coefficients.exp)
         rotation = self.head_model.rotation(coefficients.angle)
-        normals_rotated = self.head_model.compute_norm(shape) @ rotation
+        normals = self.head_model.compute_norm(shape)
+        normals_rotated = normals @ rotation
         shading = self.head_model.compute_color(torch.ones_like(shape), normals_rotated, coefficients.gamma,
                                                 DEFAULT_INIT_LIT)
         model_tables = self.uv_tables(self.model_size)
@@ -281,7 +289,7 @@ class Pipeline:
         # hidden behind others, which the official normal test lets through.
         unoccluded = depth_visible_vertices(projected_crop, vertices_camera[..., 2], self.triangles, self.rasterizer)
         photo_texture, photo_mask = remap_texture_from_image(
-            photo01, projected, normals_rotated, skin, uv_vertex_index(self.triangles, buffer), weight, unoccluded)
+            photo01, projected, normals_rotated, skin, self.uv_vertices(size), weight, unoccluded)
         albedo = textures.compose_albedo(textures.resize_texture(matched, size), photo_texture, photo_mask)
         if options.delight:
             shading_map = textures.baseline_color_map(shading, self.triangles, buffer, weight)
@@ -290,10 +298,11 @@ class Pipeline:
         tracker.start("mesh")
         mesh_shape = shape if options.expression == "photo" else id_shape
         vertices = mesh_shape[0].cpu().numpy() * BFM_UNIT_METRES
-        normals = -self.head_model.compute_norm(mesh_shape)[0].cpu().numpy()  # BFM normals point inwards
+        mesh_normals = normals if options.expression == "photo" else self.head_model.compute_norm(id_shape)
+        mesh_normals = -mesh_normals[0].cpu().numpy()  # BFM normals point inwards
         albedo_image = textures.to_uint8_image(albedo)
         mesh = TexturedMesh(vertices=vertices.astype(np.float32), faces=self.export_triangles,
-                            uv=self.bfm.uv.astype(np.float32), normals=normals.astype(np.float32),
+                            uv=self.bfm.uv.astype(np.float32), normals=mesh_normals.astype(np.float32),
                             texture=albedo_image, name=Path(photo.name).stem if photo.name else "head")
 
         tracker.start("preview")
