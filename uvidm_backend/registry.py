@@ -36,8 +36,10 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               required=False),
     ModelFile("epoch_20.pth", "weights", "checkpoints/epoch_20.pth",
               "Deep3DFaceRecon reconstruction network (BFM coefficients of the output mesh)"),
+    # ldm.ckpt holds the face-parsing weights the condition stage uses (its cond_stage_model.seg_model
+    # overrides this file in the official code too); the stand-alone file is kept for completeness.
     ModelFile("79999_iter.pth", "weights", "BFM/parsing_model/79999_iter.pth",
-              "BiSeNet face parsing (which pixels are skin)"),
+              "BiSeNet face parsing, stand-alone copy (the pipeline uses the one inside ldm.ckpt)", required=False),
     ModelFile("BFM_model_front.mat", "BFM", "BFM/BFM_model_front.mat",
               "Basel Face Model, front part (Deep3DFaceRecon format): shading of the baseline texture"),
     ModelFile("BFM_model_front_5w.mat", "BFM", "BFM/BFM_model_front_5w.mat",

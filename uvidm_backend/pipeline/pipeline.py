@@ -35,7 +35,7 @@ from uvidm_backend.geometry.raster import get_rasterizer
 from uvidm_backend.geometry.uv import remap_texture_from_image, uv_vertex_index
 from uvidm_backend.geometry.uv_tables import uv_lookup_tables
 from uvidm_backend.geometry.visibility import depth_visible_vertices
-from uvidm_backend.models.stack import LatentDiffusionConfig, load_face_parsing, load_latent_diffusion, load_recon_net
+from uvidm_backend.models.stack import LatentDiffusionConfig, load_latent_diffusion, load_recon_net
 from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.errors import ModelFilesMissing
 from uvidm_backend.pipeline.export import TexturedMesh, encode_png, write_glb, write_obj
@@ -181,9 +181,8 @@ class Pipeline:
         started = time.perf_counter()
         networks = load_latent_diffusion(paths.locate("ldm.ckpt"), config, use_ema, trust_pickle)
         recon_net = load_recon_net(paths.locate("epoch_20.pth"), trust_pickle)
-        # The condition stage uses ldm.ckpt's copy of the parsing network (as visualize.py, whose
-        # checkpoint load overrides the one read from 79999_iter.pth); loading the file checks it.
-        load_face_parsing(paths.locate("79999_iter.pth"), trust_pickle)
+        # Face parsing: ldm.ckpt's copy (as in visualize.py, whose checkpoint load overrides the one
+        # read from 79999_iter.pth), so the stand-alone file is not read here.
         bfm = load_bfm(paths.bfm)
         device = pick_device(device)
         if fast == "auto":
