@@ -14,17 +14,7 @@ import torch
 from torch import Tensor
 
 from .raster import TorchRasterizer
-
-
-def _uv_pixels(uv: Tensor, height: int, width: int) -> Tensor:
-    """Texel coordinates of ``process_uv(uv, H, W)`` (official ``scripts/visualize.py`` /
-    ``ldm/modules/encoders/modules.py``): ``x = u (W - 1)``, ``y = H - v (H - 1) - 1``.
-
-    Kept private here (``uvidm_backend.geometry.uv.process_uv`` is the public one) so the tables
-    depend on nothing but the rasterizer; the numbers are the same.
-    """
-    uv = uv.double()
-    return torch.stack([uv[:, 0] * (width - 1), height - uv[:, 1] * (height - 1) - 1], 1)
+from .uv import process_uv
 
 
 def uv_lookup_tables(
@@ -57,7 +47,8 @@ def uv_lookup_tables(
     if uv.ndim != 2 or uv.shape[1] != 2:
         raise ValueError(f"uv must be (N, 2), got {tuple(uv.shape)}")
 
-    pixels = _uv_pixels(uv, height, width)
+    # texel coordinates of the official `process_uv`, in float64 whatever the UVs' dtype
+    pixels = torch.from_numpy(process_uv(uv.detach().cpu().double().numpy(), height, width)[:, :2]).to(device)
     # Clip coordinates that put texel (r, c)'s centre at pixel (row r, column c); z = 0, w = 1.
     clip = torch.zeros((1, uv.shape[0], 4), dtype=torch.float64, device=device)
     clip[0, :, 0] = (pixels[:, 0] + 0.5) / width * 2 - 1
