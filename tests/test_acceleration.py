@@ -5,12 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uvidm_backend.acceleration import CudaGraphed, FastDecoder, FastUNet, cast_module, compile_unet, parse_dtype
+from uvidm_backend.acceleration import (
+    CudaGraphed,
+    FastDecoder,
+    FastUNet,
+    HoistedUNet,
+    cast_module,
+    compile_unet,
+    parse_dtype,
+)
 from uvidm_backend.diffusion import ddim_schedule, sample_ddim
 from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
+from uvidm_backend.models.attention import BasicTransformerBlock
 from uvidm_backend.models.autoencoder import AutoencoderConfig, DDConfig
 from uvidm_backend.models.stack import LatentDiffusionConfig, LatentDiffusionNetworks
-from uvidm_backend.models.unet import UNetConfig
+from uvidm_backend.models.unet import ResBlock, UNetConfig
 
 LATENT = 8
 CONTEXT_LEN, CONTEXT_DIM = 6, 16
@@ -163,3 +172,50 @@ def test_compiled_unet_on_gpu():
     x, t, context = _inputs(2, "cuda")
     fast = compile_unet(networks.unet, "bf16", batch=2, context_len=CONTEXT_LEN, compile_mode="default")
     assert _rel(fast(x, t, context), networks.unet(x, t, context)) < 5e-2
+
+
+# -- per-generation constants hoisted out of the step -----------------------------------------------------
+
+
+def test_hoisted_unet_is_the_network(networks):
+    """Cross-attention keys/values once per context, fused projections: the same float32 function."""
+    unet = networks.unet
+    hoisted = HoistedUNet(unet)
+    assert len(hoisted.resblocks) == sum(isinstance(m, ResBlock) for m in unet.modules())
+    assert len(hoisted.transformer_blocks) == sum(isinstance(m, BasicTransformerBlock) for m in unet.modules())
+    x, t, context = _inputs(batch=2)
+    kv = hoisted.context_kv(context)
+    assert kv.shape == (2, CONTEXT_LEN, sum(2 * b.attn2.to_k.out_features for b in hoisted.transformer_blocks))
+    expected = unet(x, t, context)
+    torch.testing.assert_close(hoisted(x, t, kv), expected, rtol=1e-5, atol=1e-5)
+    # Each sample of the batch keeps its own context: swapping contexts swaps the outputs.
+    swapped = hoisted(x, t, hoisted.context_kv(context.flip(0)))
+    assert not torch.allclose(swapped, expected, atol=1e-3)
+    torch.testing.assert_close(swapped, unet(x, t, context.flip(0)), rtol=1e-5, atol=1e-5)
+
+
+def test_fast_unet_computes_keys_and_values_once_per_context(networks):
+    fast = FastUNet(networks.unet, torch.float32, channels_last=False)
+    x, t, context = _inputs()
+    calls = []
+    context_kv = fast.hoisted.context_kv
+    fast.hoisted.context_kv = lambda c: calls.append(c) or context_kv(c)
+    first = fast(x, t, context)
+    fast(x, t.flip(0), context)
+    assert len(calls) == 1
+    other = context + 1  # a new context tensor: new keys and values
+    torch.testing.assert_close(fast(x, t, other), networks.unet(x, t, other), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2
+    torch.testing.assert_close(first, networks.unet(x, t, context), rtol=1e-5, atol=1e-5)
+    plain = FastUNet(networks.unet, torch.float32, channels_last=False, hoist=False)
+    assert plain.hoisted is None and torch.equal(plain(x, t, context), networks.unet(x, t, context))
+
+
+@pytest.mark.gpu
+def test_cuda_graph_constant_inputs_are_copied_when_replaced():
+    graphed = CudaGraphed(lambda a, b: a + b, constant_inputs=(1,))
+    a = torch.ones(4, device="cuda")
+    b = torch.full((4,), 10.0, device="cuda")
+    assert torch.equal(graphed(a, b), torch.full((4,), 11.0, device="cuda"))
+    assert torch.equal(graphed(a * 2, b), torch.full((4,), 12.0, device="cuda"))  # ordinary input copied
+    assert torch.equal(graphed(a, b * 3), torch.full((4,), 31.0, device="cuda"))  # a new constant tensor

@@ -36,15 +36,18 @@ class CrossAttention(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """x: (B, N, query_dim); context: (B, M, context_dim), or None for self-attention."""
         context = x if context is None else context
-        b, n, _ = x.shape
-        m = context.shape[1]
+        return self.attend(self.to_q(x), self.to_k(context), self.to_v(context))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention of projected queries (B, N, H*D) over projected keys and values (B, M, H*D), then ``to_out``."""
+        b, n, _ = q.shape
+        m = k.shape[1]
         # (B, L, H*D) -> (B, H, L, D); SDPA's default scale is D**-0.5 as in the official code.
-        q = self.to_q(x).view(b, n, self.heads, self.dim_head).transpose(1, 2)
-        k = self.to_k(context).view(b, m, self.heads, self.dim_head).transpose(1, 2)
-        v = self.to_v(context).view(b, m, self.heads, self.dim_head).transpose(1, 2)
+        q = q.view(b, n, self.heads, self.dim_head).transpose(1, 2)
+        k = k.view(b, m, self.heads, self.dim_head).transpose(1, 2)
+        v = v.view(b, m, self.heads, self.dim_head).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head)
-        return self.to_out(out)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
 
 
 class GEGLU(nn.Module):

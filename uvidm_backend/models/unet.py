@@ -165,13 +165,17 @@ class ResBlock(nn.Module):
             self.skip_connection = nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return self.forward_projected(x, self.emb_layers(emb))
+
+    def forward_projected(self, x: Tensor, emb_out: Tensor) -> Tensor:
+        """``forward`` given ``emb_layers(emb)`` (B, 2C or C), which depends on the timestep alone."""
         if self.updown:
             h = self.in_layers[1](self.in_layers[0](x))
             h = self.in_layers[2](self.h_upd(h))
             x = self.x_upd(x)
         else:
             h = self.in_layers(x)
-        emb_out = self.emb_layers(emb).type(h.dtype)[:, :, None, None]
+        emb_out = emb_out.type(h.dtype)[:, :, None, None]
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
             h = self.out_layers[0](h) * (1 + scale) + shift

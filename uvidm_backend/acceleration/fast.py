@@ -7,7 +7,7 @@ the bytes (bf16 weights, channels-last activations) and, optionally, fuses the e
 its own CUDA graphs are left off, ours capture the compiled function). It computes the same function as
 the float32 path: normalisations keep float32 statistics (`GroupNorm32` upcasts half inputs as the
 official code does; LayerNorm/GroupNorm kernels accumulate in float32), attention runs through SDPA
-(float32 softmax), the time embedding is computed in float32 and the sampler arithmetic stays float32
+(float32 softmax), the sinusoidal timestep features are computed in float32 and the sampler arithmetic stays float32
 (the wrappers take and return the caller's dtype).
 
 Usage (the sampler functions take any `EpsModel`)::
@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import copy
 import importlib
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-log = logging.getLogger(__name__)
+from uvidm_backend.acceleration.graphs import CudaGraphed
+from uvidm_backend.acceleration.hoisted_unet import HoistedUNet
 
 #: `torch.compile` modes that capture their own CUDA graphs (ours are then left off).
 _SELF_GRAPHING_MODES = ("reduce-overhead", "max-autotune")
@@ -56,66 +55,6 @@ def cast_module(module: nn.Module, dtype: torch.dtype, channels_last: bool = Fal
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     return fast
-
-
-@dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
-    inputs: tuple[Tensor, ...]
-    output: Tensor
-
-
-class CudaGraphed:
-    """`fn(*tensors) -> tensor` replayed from one CUDA graph per input signature (shapes, dtypes, device).
-
-    The first call with a new signature warms `fn` up on a side stream (where `torch.compile` compiles)
-    and captures it; later calls copy the inputs into the static buffers and replay. The output is cloned
-    unless `clone_output=False` (then it is overwritten by the next call). Inputs off CUDA call `fn`
-    directly. Each graph keeps its own memory pool, so graphs of different shapes never share buffers.
-    """
-
-    def __init__(self, fn: Callable[..., Tensor], warmup: int = 2, clone_output: bool = True):
-        self.fn = fn
-        self.warmup = warmup
-        self.clone_output = clone_output
-        self._graphs: dict[tuple, _Captured] = {}
-
-    def __call__(self, *args: Tensor) -> Tensor:
-        if not args[0].is_cuda:
-            return self.fn(*args)
-        key = tuple((tuple(a.shape), a.dtype, a.device) for a in args)
-        # Static buffers are inference tensors: every copy into them happens in inference mode.
-        with torch.inference_mode():
-            entry = self._graphs.get(key)
-            if entry is None:
-                entry = self._graphs[key] = self._capture(args)
-            for static, value in zip(entry.inputs, args, strict=True):
-                static.copy_(value)
-            entry.graph.replay()
-        if not self.clone_output:
-            return entry.output
-        with torch.no_grad():
-            return entry.output.clone()
-
-    @property
-    def captured_shapes(self) -> list[tuple]:
-        return [tuple(shape for shape, _, _ in key) for key in self._graphs]
-
-    def _capture(self, args: tuple[Tensor, ...]) -> _Captured:
-        device = args[0].device
-        inputs = tuple(a.detach().clone() for a in args)
-        with torch.cuda.device(device):
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(self.warmup):
-                    self.fn(*inputs)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                output = self.fn(*inputs)
-        log.debug("captured a CUDA graph for input shapes %s", [tuple(a.shape) for a in args])
-        return _Captured(graph, inputs, output)
 
 
 def _compiled(module: nn.Module, compile_mode: str | None, freeze: bool = False) -> Callable[..., Tensor]:
@@ -145,26 +84,43 @@ class FastUNet:
     'max-autotune-no-cudagraphs', or a self-graphing mode ('reduce-overhead'; ours are then off);
     `freeze` turns on Inductor's weight freezing for the compilation.
     `cuda_graph` captures one graph per (batch, latent size, context length) on first use.
+    `hoist` runs the UNet as a `HoistedUNet`: the context's cross-attention keys and values are computed
+    once per context tensor (by identity: samplers pass one tensor for a whole generation; it must not be
+    modified in place between steps), the time projections and self-attention projections in one GEMM each.
     Inputs and output keep the caller's dtype (float32 latents stay float32 between steps).
     """
 
     def __init__(self, unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, compile_mode: str | None = None,
-                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False):
+                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False, hoist: bool = True):
         self.dtype = parse_dtype(dtype)
         self.compile_mode = compile_mode
         self.config = getattr(unet, "config", None)
         self.unet = cast_module(unet, self.dtype, channels_last)
-        self._forward = _compiled(self.unet, compile_mode, freeze)
+        self.hoisted = HoistedUNet(self.unet) if hoist else None
+        self._forward = _compiled(self.hoisted or self.unet, compile_mode, freeze)
         self_graphing = compile_mode in _SELF_GRAPHING_MODES
-        self._graphed = CudaGraphed(self._forward) if cuda_graph and not self_graphing else None
+        constant = (2,) if hoist else ()
+        self._graphed = CudaGraphed(self._forward, constant_inputs=constant) if cuda_graph and not self_graphing \
+            else None
+        self._context: Tensor | None = None
+        self._context_kv: Tensor | None = None
 
     def __call__(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if self.hoisted is not None:
+            context = self._keys_and_values(context)
         if self._graphed is not None and x.is_cuda:
             return self._graphed(x, t.to(torch.long), context)
         return self._forward(x, t, context)
+
+    def _keys_and_values(self, context: Tensor) -> Tensor:
+        if context is not self._context:
+            with torch.no_grad():
+                self._context_kv = self.hoisted.context_kv(context)
+            self._context = context
+        return self._context_kv
 
 
 class _DecodeLatent(nn.Module):
@@ -208,14 +164,15 @@ class FastDecoder:
 
 def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, batch: int | None = None,
                  latent_size: int | None = None, context_len: int | None = None, compile_mode: str | None = None,
-                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False) -> FastUNet:
+                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False,
+                 hoist: bool = True) -> FastUNet:
     """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given.
 
     `latent_size` defaults to the config's `image_size`; `context_len` to 1024 (the condition fuser's
     32 x 32 tokens of a 256 x 256 partial texture). Warming up here keeps compilation and capture out
     of the first generation.
     """
-    fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze)
+    fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze, hoist)
     if batch is not None:
         config = fast.config
         device = next(unet.parameters()).device
