@@ -109,13 +109,20 @@ class Variant:
                 raise ValueError(f"unknown flag {flag!r} in {spec!r}")
         return cls(spec=spec, **fields)
 
-    def build(self, networks: LatentDiffusionNetworks):
+    @property
+    def unet_key(self) -> tuple:
+        return self.dtype, self.compile_mode, self.cuda_graph, self.channels_last, self.freeze, self.hoist
+
+    def build(self, networks: LatentDiffusionNetworks, unets: dict[tuple, FastUNet]):
+        """(eps model, decoder); variants that differ only in the decoder share one FastUNet from `unets`."""
         if self.reference:
             return networks.unet, networks.decode_latent
         if self.cudnn_benchmark:  # global: also applies to every variant built after this one
             torch.backends.cudnn.benchmark = True
-        unet = FastUNet(networks.unet, self.dtype, self.compile_mode, self.cuda_graph, self.channels_last,
-                        self.freeze, self.hoist)
+        if self.unet_key not in unets:
+            unets[self.unet_key] = FastUNet(networks.unet, self.dtype, self.compile_mode, self.cuda_graph,
+                                            self.channels_last, self.freeze, self.hoist)
+        unet = unets[self.unet_key]
         decoder = FastDecoder(networks, self.decoder_dtype or self.dtype, "default" if self.decoder_compile else None,
                               self.cuda_graph, self.decoder_channels_last)
         return unet, decoder
@@ -160,6 +167,7 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
         networks = LatentDiffusionNetworks().eval()
     variants = [Variant.parse(spec) for spec in specs]
     built: dict[str, tuple] = {}
+    unets: dict[tuple, FastUNet] = {}
     schedules = {"ddim": ddim_schedule(networks.schedule, steps, 1.0), "dpmpp": dpmpp_schedule(networks.schedule,
                                                                                                 dpm_steps)}
     samplers_fn = {"ddim": sample_ddim, "dpmpp": sample_dpmpp_2m}
@@ -181,7 +189,7 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
                 continue
             setup = time.perf_counter()
             if variant.spec not in built:
-                built[variant.spec] = variant.build(networks)
+                built[variant.spec] = variant.build(networks, unets)
             unet, decode = built[variant.spec]
             eps = unet(x_T, t_probe, tokens)
             image = decode(x_T)
