@@ -12,7 +12,9 @@ Two measurements:
    (UNet not channels-last), `deccl` (decoder channels-last), `nograph` (no CUDA graph), `dec32` (decoder in
    float32), `deccompile` (decoder through torch.compile too), `nohoist` (the UNet without `HoistedUNet`:
    cross-attention keys/values and time projections recomputed at every step), `cudnnbench`
-   (torch.backends.cudnn.benchmark, global from then on); plain `fp32` is the eager float32 reference.
+   (torch.backends.cudnn.benchmark, global from then on), Inductor options `c1x1` (conv_1x1_as_mm), `cdt`
+   (coordinate_descent_tuning), `noepilogue` (epilogue_fusion off); plain `fp32` is the eager float32
+   reference.
    `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
    each fast row with the float32 eager one on the same inputs and replayed noise (relative error
    max|fast - ref| / max|ref| of the final latent and of the decoded texture).
@@ -62,6 +64,11 @@ def timed(fn, device, runs: int, warm: bool = True) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+#: Variant flags that set one `torch._inductor.config` option.
+INDUCTOR_FLAGS = {"c1x1": ("conv_1x1_as_mm", True), "cdt": ("coordinate_descent_tuning", True),
+                  "noepilogue": ("epilogue_fusion", False)}
+
+
 @dataclass(frozen=True)
 class Variant:
     spec: str
@@ -75,6 +82,7 @@ class Variant:
     cudnn_benchmark: bool = False
     hoist: bool = True
     decoder_compile: bool = False
+    inductor_options: tuple[tuple[str, object], ...] = ()
 
     @property
     def reference(self) -> bool:
@@ -99,6 +107,8 @@ class Variant:
                 fields["freeze"] = True
             elif flag == "deccl":
                 fields["decoder_channels_last"] = True
+            elif flag in INDUCTOR_FLAGS:
+                fields["inductor_options"] = (*fields.get("inductor_options", ()), INDUCTOR_FLAGS[flag])
             elif flag == "nohoist":
                 fields["hoist"] = False
             elif flag == "deccompile":
@@ -111,7 +121,8 @@ class Variant:
 
     @property
     def unet_key(self) -> tuple:
-        return self.dtype, self.compile_mode, self.cuda_graph, self.channels_last, self.freeze, self.hoist
+        return (self.dtype, self.compile_mode, self.cuda_graph, self.channels_last, self.freeze, self.hoist,
+                self.inductor_options)
 
     def build(self, networks: LatentDiffusionNetworks, unets: dict[tuple, FastUNet]):
         """(eps model, decoder); variants that differ only in the decoder share one FastUNet from `unets`."""
@@ -121,7 +132,8 @@ class Variant:
             torch.backends.cudnn.benchmark = True
         if self.unet_key not in unets:
             unets[self.unet_key] = FastUNet(networks.unet, self.dtype, self.compile_mode, self.cuda_graph,
-                                            self.channels_last, self.freeze, self.hoist)
+                                            self.channels_last, self.freeze, self.hoist,
+                                            dict(self.inductor_options))
         unet = unets[self.unet_key]
         decoder = FastDecoder(networks, self.decoder_dtype or self.dtype, "default" if self.decoder_compile else None,
                               self.cuda_graph, self.decoder_channels_last)

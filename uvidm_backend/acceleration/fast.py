@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -57,23 +57,25 @@ def cast_module(module: nn.Module, dtype: torch.dtype, channels_last: bool = Fal
     return fast
 
 
-def _compiled(module: nn.Module, compile_mode: str | None, freeze: bool = False) -> Callable[..., Tensor]:
+def _compiled(module: nn.Module, compile_mode: str | None, freeze: bool = False,
+              inductor_options: Mapping[str, object] | None = None) -> Callable[..., Tensor]:
     if not compile_mode:
         return module
     # dynamic=False: one specialised compilation per batch size, no symbolic shapes in the kernels.
     mode = None if compile_mode == "default" else compile_mode
     compiled = torch.compile(module, mode=mode, dynamic=False)
-    if not freeze:
+    # Inductor's freezing treats the weights as constants (folds their casts and layout changes).
+    options = {**(inductor_options or {}), **({"freezing": True} if freeze else {})}
+    if not options:
         return compiled
     inductor_config = importlib.import_module("torch._inductor.config")  # loaded lazily by torch.compile
 
-    def frozen(*args: Tensor) -> Tensor:
-        # Inductor's freezing treats the weights as constants (folds their casts and layout changes);
-        # it applies when a shape is compiled, i.e. on the first call with that shape.
-        with inductor_config.patch(freezing=True):
+    def with_options(*args: Tensor) -> Tensor:
+        # Options apply when a shape is compiled, i.e. on the first call with that shape.
+        with inductor_config.patch(options):
             return compiled(*args)
 
-    return frozen
+    return with_options
 
 
 class FastUNet:
@@ -82,7 +84,8 @@ class FastUNet:
     `dtype` is the weights' and activations' dtype (bf16 by default; float32 gives the plain network
     through the same machinery). `compile_mode`: None (eager), 'default' (Inductor, our CUDA graphs),
     'max-autotune-no-cudagraphs', or a self-graphing mode ('reduce-overhead'; ours are then off);
-    `freeze` turns on Inductor's weight freezing for the compilation.
+    `freeze` turns on Inductor's weight freezing for the compilation; `inductor_options` are further
+    `torch._inductor.config` settings for it (e.g. {"conv_1x1_as_mm": True}).
     `cuda_graph` captures one graph per (batch, latent size, context length) on first use.
     `hoist` runs the UNet as a `HoistedUNet`: the context's cross-attention keys and values are computed
     once per context tensor (by identity: samplers pass one tensor for a whole generation; it must not be
@@ -91,13 +94,14 @@ class FastUNet:
     """
 
     def __init__(self, unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, compile_mode: str | None = None,
-                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False, hoist: bool = True):
+                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False, hoist: bool = True,
+                 inductor_options: Mapping[str, object] | None = None):
         self.dtype = parse_dtype(dtype)
         self.compile_mode = compile_mode
         self.config = getattr(unet, "config", None)
         self.unet = cast_module(unet, self.dtype, channels_last)
         self.hoisted = HoistedUNet(self.unet) if hoist else None
-        self._forward = _compiled(self.hoisted or self.unet, compile_mode, freeze)
+        self._forward = _compiled(self.hoisted or self.unet, compile_mode, freeze, inductor_options)
         self_graphing = compile_mode in _SELF_GRAPHING_MODES
         constant = (2,) if hoist else ()
         self._graphed = CudaGraphed(self._forward, constant_inputs=constant) if cuda_graph and not self_graphing \
@@ -165,14 +169,14 @@ class FastDecoder:
 def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, batch: int | None = None,
                  latent_size: int | None = None, context_len: int | None = None, compile_mode: str | None = None,
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False,
-                 hoist: bool = True) -> FastUNet:
+                 hoist: bool = True, inductor_options: Mapping[str, object] | None = None) -> FastUNet:
     """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given.
 
     `latent_size` defaults to the config's `image_size`; `context_len` to 1024 (the condition fuser's
     32 x 32 tokens of a 256 x 256 partial texture). Warming up here keeps compilation and capture out
     of the first generation.
     """
-    fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze, hoist)
+    fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze, hoist, inductor_options)
     if batch is not None:
         config = fast.config
         device = next(unet.parameters()).device
