@@ -227,3 +227,16 @@ def test_command_line_says_the_weights_are_random(tmp_path, capsys):
 def test_command_line_refuses_the_real_model_folders():
     with pytest.raises(SystemExit):
         main([str(REPO_ROOT / "weights")])
+
+
+def test_denser_heads_keep_the_layout(tmp_path):
+    """A finer grid (for benchmarks at the real head's size) keeps the face region, UVs and landmarks."""
+    coarse, fine = synthetic_head(SEED), synthetic_head(SEED, grid_step_deg=2.5)
+    assert fine.n_vertices == 121 * 61 and fine.triangles.shape == (120 * 60 * 2, 3)
+    assert fine.front_idx.size == 57 * 47  # longitude -70..70, latitude -60..55 at 2.5 deg
+    np.testing.assert_allclose(fine.mean_shape[fine.front_idx].mean(axis=0), MEAN_SHAPE_CENTER, atol=1e-9)
+    np.testing.assert_allclose(fine.landmarks, coarse.landmarks, atol=0.02)  # the same face, finer
+    with pytest.raises(ValueError, match="must divide 5 deg"):
+        synthetic_head(SEED, grid_step_deg=2.0)
+    paths = write_model_folder(tmp_path, head_grid_step_deg=2.5)
+    assert load_bfm(paths.bfm).full.mean_shape.size == 3 * fine.n_vertices

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from uvidm_backend.devtools.synthetic_head import synthetic_head, write_bfm_folder
+from uvidm_backend.devtools.synthetic_head import GRID_STEP_DEG, synthetic_head, write_bfm_folder
 from uvidm_backend.devtools.tiny import tiny_ldm_config
 from uvidm_backend.models.bisenet import BiSeNet
 from uvidm_backend.models.recon_net import ReconNet
@@ -119,17 +119,18 @@ def write_weights(folder: Path, networks: LatentDiffusionNetworks, seed: int) ->
 
 
 def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, uv_tables: bool = False,
-                       uv_table_size: int = 256) -> ModelPaths:
+                       uv_table_size: int = 256, head_grid_step_deg: float = GRID_STEP_DEG) -> ModelPaths:
     """Writes a complete model folder with RANDOM weights under `root` (see the module docstring).
 
     Deterministic for a seed (byte-identical files). `uv_tables=True` adds the optional
-    `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2). About a second on a CPU.
+    `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2). `head_grid_step_deg` sets the
+    synthetic head's density (`synthetic_head`). About a second on a CPU.
     """
     started = time.perf_counter()
     root = Path(root)
     paths = ModelPaths.resolve(root / "weights", root / "BFM")
     write_weights(paths.weights, random_networks(seed, texture_size), seed)
-    head = synthetic_head(seed)
+    head = synthetic_head(seed, head_grid_step_deg)
     write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size)
     (root / "README.txt").write_text(README.format(texture_size=texture_size, n_vertices=head.n_vertices, seed=seed,
                                                    weights=paths.weights, bfm=paths.bfm))

@@ -39,8 +39,8 @@ import scipy.io
 from uvidm_backend.geometry import bfm_files
 from uvidm_backend.geometry.face_model import MEAN_SHAPE_CENTER
 
-LONGITUDES_DEG = np.arange(-150, 151, 5)
-LATITUDES_DEG = np.arange(-75, 76, 5)
+LONGITUDE_RANGE_DEG, LATITUDE_RANGE_DEG = 150, 75
+GRID_STEP_DEG = 5.0  # 1,891 vertices; 1.25 gives 29,161 (the real BFM head has about 36,000)
 SEMI_AXES = (0.75, 1.1, 1.0)  # x (half width), y (half height), z (half depth), BFM units
 FRONT_LONGITUDE_DEG = 70
 FRONT_LATITUDE_DEG = (-60, 55)
@@ -187,12 +187,24 @@ def _cast_onto_surface(points_xy: np.ndarray, vertices: np.ndarray, triangles: n
     return np.concatenate([points_xy, z.max(axis=1, keepdims=True)], axis=1)
 
 
-def synthetic_head(seed: int = 0) -> SyntheticHead:
-    """Builds the synthetic head; the geometry is fixed, the bases are random from `seed`."""
+def _grid_degrees(half_range: float, step: float) -> np.ndarray:
+    return np.linspace(-half_range, half_range, 2 * round(half_range / step) + 1)
+
+
+def synthetic_head(seed: int = 0, grid_step_deg: float = GRID_STEP_DEG) -> SyntheticHead:
+    """Builds the synthetic head; the geometry is fixed, the bases are random from `seed`.
+
+    `grid_step_deg` sets the mesh density (it must divide 5 deg, so the front region keeps its borders):
+    the default gives the small test head, 1.25 a head of about the real BFM's size for benchmarks.
+    """
+    if not math.isclose(5.0 / grid_step_deg, round(5.0 / grid_step_deg)):
+        raise ValueError(f"grid step {grid_step_deg} deg must divide 5 deg")
     rng = np.random.default_rng(seed)
-    n_lon, n_lat = LONGITUDES_DEG.size, LATITUDES_DEG.size
+    longitudes, latitudes = (_grid_degrees(LONGITUDE_RANGE_DEG, grid_step_deg),
+                             _grid_degrees(LATITUDE_RANGE_DEG, grid_step_deg))
+    n_lon, n_lat = longitudes.size, latitudes.size
     lat_deg, lon_deg = (value.ravel().astype(np.float64)
-                        for value in np.meshgrid(LATITUDES_DEG, LONGITUDES_DEG, indexing="ij"))
+                        for value in np.meshgrid(latitudes, longitudes, indexing="ij"))
     lat, lon = np.deg2rad(lat_deg), np.deg2rad(lon_deg)
     half_width, half_height, half_depth = SEMI_AXES
     x = half_width * np.cos(lat) * np.sin(lon)
@@ -216,14 +228,14 @@ def synthetic_head(seed: int = 0) -> SyntheticHead:
     distance = np.linalg.norm(landmarks[:, None] - vertices[front_idx][None], axis=2)
     keypoints = front_idx[distance.argmin(axis=1)]
 
-    fields = _smooth_fields(lon_deg / LONGITUDES_DEG.max(), lat_deg / LATITUDES_DEG.max())
+    fields = _smooth_fields(lon_deg / LONGITUDE_RANGE_DEG, lat_deg / LATITUDE_RANGE_DEG)
     expression_region = front * (0.4 + 0.6 * _gauss(x, y, 0.0, -0.45, 0.35, 0.3))
     id_base = _random_basis(rng, fields, ID_DIMS, ID_AMPLITUDE)
     exp_base = _random_basis(rng, fields, EXP_DIMS, EXP_AMPLITUDE, expression_region)
     tex_base = _random_basis(rng, fields, TEX_DIMS, TEX_AMPLITUDE)
 
     span = 0.5 - UV_MARGIN
-    uv = np.stack([0.5 + span * lon_deg / LONGITUDES_DEG.max(), 0.5 + span * lat_deg / LATITUDES_DEG.max()], axis=1)
+    uv = np.stack([0.5 + span * lon_deg / LONGITUDE_RANGE_DEG, 0.5 + span * lat_deg / LATITUDE_RANGE_DEG], axis=1)
     return SyntheticHead(mean_shape=vertices, mean_tex=_mean_texture(x, y, front), id_base=id_base,
                          exp_base=exp_base, tex_base=tex_base, triangles=triangles, uv=uv, front_idx=front_idx,
                          front_triangles=front_triangles, landmarks=landmarks, keypoints=keypoints)
