@@ -13,6 +13,7 @@ from pipeline.photos import encode, exif_jpeg, fixture_landmarks, png_claiming, 
 
 from uvidm_backend.cli import main
 from uvidm_backend.pipeline import Cancelled, GenerateOptions, InputError
+from uvidm_backend.pipeline import pipeline as pipeline_module
 from uvidm_backend.pipeline.preview import preview_scale
 
 OUTPUTS = {"head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "preview.png", "result.json"}
@@ -147,6 +148,20 @@ def test_cancel_leaves_no_output(tmp_path, pipeline):
     with pytest.raises(Cancelled):
         pipeline.generate_to_folder(sample_photo("t1.jpg"), tmp_path / "head",
                                     GenerateOptions(landmarks=t1_faces()[0]["lm5"], **FAST), cancel_in_diffusion)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("broken", ["encode_png", "write_obj"])
+def test_a_file_that_fails_leaves_no_output(tmp_path, pipeline, monkeypatch, broken):
+    """The albedo's PNG (the others wait for it) or another file failing: the error reaches the
+    caller, after every writer has stopped, and no folder is left."""
+    def fail(*args, **kwargs):
+        raise OSError("no space left (the test)")
+
+    monkeypatch.setattr(pipeline_module, broken, fail)
+    with pytest.raises(OSError, match="the test"):
+        pipeline.generate_to_folder(sample_photo("t1.jpg"), tmp_path / "head",
+                                    GenerateOptions(landmarks=t1_faces()[0]["lm5"], **FAST))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,7 +10,6 @@ Every file is written under a temporary name and `os.replace`d into place.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from uvidm_backend.pipeline import png as png_encoder
 from uvidm_backend.pipeline.output_folder import write_bytes, write_png
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ SPECULAR_COLOR = 0.1
 _FLOAT = "%.9g"  # 9 significant digits: every float32 reads back bit-exact
 _WHITESPACE = re.compile(r"\s+")
 _NOT_A_TOKEN = re.compile(r"[\s#]+")  # whitespace splits an OBJ line, "#" starts a comment
+_LINES_PER_BLOCK = 2048  # about 2 ms of formatting
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,13 +110,8 @@ GLTF_ELEMENT_ARRAY_BUFFER = 34963
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """The texture as PNG bytes. Level 1: a 1024² texture in ~60 ms instead of ~270 ms at zlib's
-    default, for files about 10% larger (measured on photo-like and noisy textures)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
+    """The texture as PNG bytes at zlib's `compress_level`, compressed on every core (`pipeline.png`)."""
+    return png_encoder.encode_png(image, level=compress_level)
 
 
 def glb_bytes(mesh: TexturedMesh, png: bytes | None = None) -> bytes:
@@ -195,12 +191,16 @@ def _obj_token(name: str) -> str:
 
 
 def _rows(array: np.ndarray, fmt: str) -> bytes:
-    """One line per row of `array`, formatted by `fmt` (which carries the line's keyword)."""
-    buffer = io.BytesIO()
+    """One line per row of `array`, formatted by `fmt` (which carries the line's keyword).
+
+    The text of `np.savetxt`, three times faster: one `%` formats a block of lines at once. Blocks
+    stay small so that threads writing other files get the GIL in between.
+    """
     if array.dtype.kind == "f":
         array = array + 0.0  # turns -0 into 0, which reads the same and looks less odd
-    np.savetxt(buffer, array, fmt=fmt, newline="\n", encoding="utf-8")
-    return buffer.getvalue()
+    line = fmt + "\n"
+    blocks = [array[start:start + _LINES_PER_BLOCK] for start in range(0, len(array), _LINES_PER_BLOCK)]
+    return b"".join((line * len(block) % tuple(block.ravel().tolist())).encode() for block in blocks)
 
 
 def write_obj(

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from uvidm_backend.pipeline.errors import UVIDMError
+from uvidm_backend.pipeline.png import encode_png
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,14 @@ def write_png(image: np.ndarray | Image.Image, path: str | os.PathLike[str], com
     """Write an 8-bit image (H, W), (H, W, 3) or (H, W, 4) uint8 array, or a PIL image, as a PNG, atomically.
 
     Floating-point arrays are refused rather than guessed at (0..1 or 0..255?): convert first.
+    Arrays and L/RGB/RGBA images are compressed on every core (`pipeline.png`); other PIL modes
+    (palette, 16-bit) are saved by Pillow.
     """
-    if not isinstance(image, Image.Image):
-        array = np.asarray(image)
-        if array.dtype != np.uint8:
-            raise ValueError(f"PNG data must be uint8 (got {array.dtype})")
-        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
-            raise ValueError(f"PNG data must be (H, W), (H, W, 3) or (H, W, 4) (got shape {array.shape})")
-        image = Image.fromarray(np.ascontiguousarray(array))  # uint8: L, RGB or RGBA by the channel count
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
-    return write_bytes(buffer.getvalue(), path)
+    if isinstance(image, Image.Image) and image.mode not in ("L", "RGB", "RGBA"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=compress_level)
+        return write_bytes(buffer.getvalue(), path)
+    return write_bytes(encode_png(np.asarray(image), level=compress_level), path)
 
 
 def _json_default(value: Any) -> Any:

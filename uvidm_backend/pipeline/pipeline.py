@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from uvidm_backend import __version__
 from uvidm_backend.acceleration import FastDecoder, compile_unet
@@ -38,11 +37,12 @@ from uvidm_backend.geometry.visibility import depth_visible_vertices
 from uvidm_backend.models.stack import LatentDiffusionConfig, load_latent_diffusion, load_recon_net
 from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.errors import ModelFilesMissing
-from uvidm_backend.pipeline.export import TexturedMesh, encode_png, write_glb, write_obj
+from uvidm_backend.pipeline.export import TexturedMesh, write_glb, write_obj
 from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
 from uvidm_backend.pipeline.images import Photo, load_photo
 from uvidm_backend.pipeline.options import FAST_MODES, GenerateOptions
 from uvidm_backend.pipeline.output_folder import OutputFolder, write_bytes, write_json, write_png
+from uvidm_backend.pipeline.png import encode_png
 from uvidm_backend.pipeline.preview import preview_scale, render_preview
 from uvidm_backend.registry import ModelPaths
 
@@ -115,6 +115,27 @@ def outward_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray
     normals = np.cross(b - a, c - a)
     outward = (a + b + c) / 3 - vertices.mean(axis=0)
     return triangles if np.sum(normals * outward) >= 0 else triangles[:, ::-1].copy()
+
+
+def write_head_files(head: Head, folder: OutputFolder) -> None:
+    """head.glb, head.obj/.mtl, albedo.png, albedo_model.png and preview.png into `folder`.
+
+    The albedo's PNG, the slowest file, is encoded first, on every core; the other files are
+    written beside it (zlib and file I/O release the GIL), and the two that hold it as soon as it is
+    there. Returns, or raises the first error, only once no writer is left running (so that a failed
+    folder can be removed).
+    """
+    with ThreadPoolExecutor(max_workers=6) as writers:  # leaving the block waits for every writer
+        albedo_png = writers.submit(encode_png, head.albedo)
+        # The preview is compressed lightly: it is looked at once.
+        written = [writers.submit(write_png, head.preview, folder / "preview.png", compress_level=1),
+                   writers.submit(write_png, head.albedo_model, folder / "albedo_model.png"),
+                   writers.submit(write_obj, head.mesh, folder / "head.obj", "head.mtl", "albedo.png")]
+        png = albedo_png.result()  # once, for albedo.png and inside head.glb
+        written += [writers.submit(write_glb, head.mesh, folder / "head.glb", png),
+                    writers.submit(write_bytes, png, folder / "albedo.png")]
+        for future in written:
+            future.result()
 
 
 class Pipeline:
@@ -231,8 +252,7 @@ class Pipeline:
         photo = load_photo(photo_source)
         tracker.start("face")
         face, face_index = self.find_face(photo, options)
-        image = Image.fromarray(photo.pixels)
-        alignment = align_face(image, lm5_from_insightface(face.points, photo.height), self.lm3d_5)
+        alignment = align_face(photo.pixels, lm5_from_insightface(face.points, photo.height), self.lm3d_5)
 
         tracker.start("condition")
         crop = torch.from_numpy(alignment.model_input()).permute(2, 0, 1)[None].to(device)
@@ -327,17 +347,7 @@ class Pipeline:
             progress("files", 1.0 - STAGES["files"])
         files_started = time.perf_counter()
         with OutputFolder(Path(out_dir), overwrite=overwrite) as folder:
-            # zlib and file I/O release the GIL: the encoders run side by side. The preview is
-            # compressed lightly; it is looked at once.
-            albedo_png = encode_png(head.albedo)  # once, for albedo.png and inside head.glb
-            writes = [lambda: write_glb(head.mesh, folder / "head.glb", albedo_png),
-                      lambda: write_bytes(albedo_png, folder / "albedo.png"),
-                      lambda: write_png(head.preview, folder / "preview.png", compress_level=1),
-                      lambda: write_png(head.albedo_model, folder / "albedo_model.png"),
-                      lambda: write_obj(head.mesh, folder / "head.obj", "head.mtl", "albedo.png")]
-            with ThreadPoolExecutor(max_workers=len(writes)) as pool:
-                for future in [pool.submit(write) for write in writes]:
-                    future.result()
+            write_head_files(head, folder)
             info = dict(head.info)
             info["timings"] = {**info["timings"], "files": round(time.perf_counter() - files_started, 4),
                                "total": round(time.perf_counter() - started, 4)}
