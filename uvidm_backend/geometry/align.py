@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from uvidm_backend.geometry.resize_window import resized_window
+
 __all__ = [
     "LM68_TO_LM5_IDS",
     "Alignment",
@@ -159,13 +161,19 @@ def landmarks_to_crop(points_yup: np.ndarray, trans_params: np.ndarray) -> np.nd
     return lm - np.reshape(np.array([(w / 2 - target_size / 2), (h / 2 - target_size / 2)]), [1, 2])
 
 
-def _as_pil_rgb(image: Image.Image | np.ndarray) -> Image.Image:
+def _as_rgb(image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+    """A PIL image in mode RGB, or an (H, W, 3) uint8 array as it is (no copy of the photo)."""
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {array.shape} {array.dtype}")
-    return Image.fromarray(np.ascontiguousarray(array))
+    return array
+
+
+def _image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """``(w0, h0)``, PIL order."""
+    return image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
 
 
 def resize_crop_img(
@@ -174,16 +182,18 @@ def resize_crop_img(
     """``preprocess_func.resize_crop_img``: PIL bicubic resize to ``(int(w0*s), int(h0*s))``, then a
     ``target_size`` crop at ``(left, up)`` (zero padding outside the photo).
 
+    Only the crop is resampled (`resized_window`), bit-identical to resizing the whole photo.
     Returns the crop as an (S, S, 3) uint8 array and ``lm_yup`` mapped into the crop (y-up).
     """
-    pil = _as_pil_rgb(image)
+    image = _as_rgb(image)
     params = np.asarray(trans_params)
-    if params[0] != pil.size[0] or params[1] != pil.size[1]:
-        raise ValueError(f"trans_params are for a {params[:2]} image, got {pil.size}")
+    size = _image_size(image)
+    if params[0] != size[0] or params[1] != size[1]:
+        raise ValueError(f"trans_params are for a {params[:2]} image, got {size}")
     target_size = int(params[5])
     w, h, left, up = crop_box(params)
-    crop = pil.resize((w, h), resample=Image.BICUBIC).crop((left, up, left + target_size, up + target_size))
-    return np.asarray(crop), landmarks_to_crop(lm_yup, params)
+    crop = resized_window(image, (w, h), (left, up, left + target_size, up + target_size))
+    return crop, landmarks_to_crop(lm_yup, params)
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,10 +242,10 @@ def align_face(
     ``image``: PIL image or (H, W, 3) uint8 RGB; ``lm5_yup``: (5, 2) official order, y-up
     (``lm5_from_insightface`` or ``extract_lm5_from_lm68`` of y-up 68 points); ``lm3d_5``: (5, 3).
     """
-    pil = _as_pil_rgb(image)
-    trans_params = alignment_params(lm5_yup, lm3d_5, pil.size, target_size, rescale_factor)
-    crop, lm_crop = resize_crop_img(pil, lm5_yup, trans_params)
-    return Alignment(crop=np.array(crop), landmarks=np.asarray(lm_crop), trans_params=trans_params)
+    image = _as_rgb(image)
+    trans_params = alignment_params(lm5_yup, lm3d_5, _image_size(image), target_size, rescale_factor)
+    crop, lm_crop = resize_crop_img(image, lm5_yup, trans_params)
+    return Alignment(crop=crop, landmarks=np.asarray(lm_crop), trans_params=trans_params)
 
 
 def to_minus_one_one(image_uint8: np.ndarray) -> np.ndarray:
@@ -256,11 +266,11 @@ def preprocess_image(
     Returns ``(crop, image_ori, trans_params)``: the aligned crop and the whole photo as float32 in
     [-1, 1] (H, W, 3), and the (6,) float64 trans_params.
     """
-    pil = _as_pil_rgb(image)
+    image = _as_rgb(image)
     lm5_2d = extract_lm5_from_lm68(np.asarray(lm68_yup).astype(np.float32))
     lm5_3d = extract_lm5_from_lm68(lm3d_68)
-    alignment = align_face(pil, lm5_2d, lm5_3d, target_size, rescale_factor)
-    return alignment.model_input(), to_minus_one_one(np.asarray(pil)), np.array(alignment.trans_params)
+    alignment = align_face(image, lm5_2d, lm5_3d, target_size, rescale_factor)
+    return alignment.model_input(), to_minus_one_one(np.asarray(image)), np.array(alignment.trans_params)
 
 
 def trans_back_ori_image(

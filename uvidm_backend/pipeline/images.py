@@ -122,8 +122,9 @@ def load_photo(source: bytes | str | Path, max_pixels: int = MAX_PIXELS) -> Phot
                 raise InputError(f"{label} is too large to decode safely ({error}): scale it down") from None
             except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as error:
                 raise InputError(f"{label} is damaged or truncated ({error}): {_WHAT_TO_DO} again") from None
-            orientation = _orientation(image)
-            upright = _exif_transpose(image, label)
+            orientation = _orientation(image, label)
+            # Orientation 1 (also absent or unreadable): exif_transpose would only copy the pixels.
+            upright = image if orientation == 1 else _exif_transpose(image, label)
             pixels = _to_rgb8(upright, label)
 
     pixels = np.ascontiguousarray(pixels)
@@ -166,10 +167,11 @@ def _check_size(label: str, size: tuple[int, int], max_pixels: int) -> None:
                          "on each side, with the face well visible")
 
 
-def _orientation(image: Image.Image) -> int:
+def _orientation(image: Image.Image, label: str) -> int:
     try:
         value = int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except Exception:  # malformed EXIF blocks raise all sorts of errors; orientation is optional
+    except Exception as error:  # malformed EXIF blocks raise all sorts of errors; orientation is optional
+        logger.warning("%s: EXIF orientation ignored (%s)", label, error)
         return 1
     return value if 1 <= value <= 8 else 1
 
