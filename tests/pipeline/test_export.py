@@ -191,6 +191,24 @@ def test_obj_and_mtl_parsed_by_hand(mesh: TexturedMesh, tmp_path: Path) -> None:
     assert 0.0 <= float(mtl["Ks"][0][0]) <= 0.5 and 0.0 < float(mtl["Ns"][0][0]) <= 500.0
 
 
+def test_obj_of_another_topology_is_not_taken_from_the_cache(mesh: TexturedMesh, tmp_path: Path) -> None:
+    """Face and UV lines are formatted once per topology: a second mesh must still get its own."""
+    write_obj(mesh, tmp_path / "a.obj", "a.mtl", "albedo.png")
+    other = uv_sphere(rows=6, cols=9)
+    write_obj(other, tmp_path / "b.obj", "b.mtl", "albedo.png")
+    obj = parse_obj(tmp_path / "b.obj")
+    corners = np.array([[corner.split("/") for corner in face] for face in obj["f"]], np.int64)
+    np.testing.assert_array_equal(corners[..., 0] - 1, other.faces)
+    np.testing.assert_array_equal(np.array(obj["vt"], np.float32), other.uv)
+    # Same topology again, new vertex positions: the cached lines are reused, the positions are new.
+    moved = TexturedMesh(vertices=mesh.vertices * 2, faces=mesh.faces.copy(), uv=mesh.uv.copy(),
+                         normals=mesh.normals, texture=mesh.texture, name=mesh.name)
+    write_obj(moved, tmp_path / "c.obj", "c.mtl", "albedo.png")
+    first, moved_text = (tmp_path / "a.obj").read_text(), (tmp_path / "c.obj").read_text()
+    assert first.split("usemtl")[1] == moved_text.split("usemtl")[1]
+    np.testing.assert_array_equal(np.array(parse_obj(tmp_path / "c.obj")["v"], np.float32), moved.vertices)
+
+
 def test_obj_loads_in_trimesh_with_texture(mesh: TexturedMesh, tmp_path: Path) -> None:
     write_obj(mesh, tmp_path / "head.obj", "head.mtl", "textures/albedo.png", write_texture=True)
     with Image.open(tmp_path / "textures" / "albedo.png") as written:

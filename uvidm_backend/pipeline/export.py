@@ -10,11 +10,13 @@ Every file is written under a temporary name and `os.replace`d into place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -36,6 +38,9 @@ _FLOAT = "%.9g"  # 9 significant digits: every float32 reads back bit-exact
 _WHITESPACE = re.compile(r"\s+")
 _NOT_A_TOKEN = re.compile(r"[\s#]+")  # whitespace splits an OBJ line, "#" starts a comment
 _LINES_PER_BLOCK = 2048  # about 2 ms of formatting
+_TOPOLOGY_CACHE_SIZE = 8  # formatted face/UV texts kept (a few MB each for the BFM head)
+_TOPOLOGY_ROWS: dict[tuple, bytes] = {}
+_TOPOLOGY_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,6 +208,25 @@ def _rows(array: np.ndarray, fmt: str) -> bytes:
     return b"".join((line * len(block) % tuple(block.ravel().tolist())).encode() for block in blocks)
 
 
+def _topology_rows(array: np.ndarray, fmt: str) -> bytes:
+    """`_rows` for arrays that are the same for every head (faces, UVs): formatted once per process.
+
+    Keyed by content, so a different mesh gets its own text; hashing costs ~1 ms where the formatting
+    of the BFM head's faces costs tens.
+    """
+    digest = hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest()
+    key = (fmt, array.dtype.str, array.shape, digest)
+    with _TOPOLOGY_LOCK:
+        cached = _TOPOLOGY_ROWS.get(key)
+    if cached is None:
+        cached = _rows(array, fmt)
+        with _TOPOLOGY_LOCK:
+            _TOPOLOGY_ROWS[key] = cached
+            while len(_TOPOLOGY_ROWS) > _TOPOLOGY_CACHE_SIZE:
+                _TOPOLOGY_ROWS.pop(next(iter(_TOPOLOGY_ROWS)))
+    return cached
+
+
 def write_obj(
     mesh: TexturedMesh,
     obj_path: str | os.PathLike[str],
@@ -257,10 +281,10 @@ def write_obj(
         [
             header,
             _rows(mesh.vertices, f"v {_FLOAT} {_FLOAT} {_FLOAT}"),
-            _rows(mesh.uv, f"vt {_FLOAT} {_FLOAT}"),
+            _topology_rows(mesh.uv, f"vt {_FLOAT} {_FLOAT}"),
             _rows(mesh.unit_normals(), f"vn {_FLOAT} {_FLOAT} {_FLOAT}"),
             f"usemtl {material}\ns off\n".encode(),
-            _rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d"),
+            _topology_rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d"),
         ]
     )
     write_bytes(mtl, mtl_path)  # the MTL first: an OBJ never points at a missing MTL
