@@ -68,3 +68,10 @@ def test_settings():
     settings = serve.settings_from_args(args)
     assert (settings.max_upload_bytes, settings.max_pixels, settings.queue_capacity, settings.keep_hours) == (
         5 * 1024 * 1024, 12_500_000, 3, 2.0)
+
+
+def test_fast_mode_option():
+    assert parse().fast == "auto"
+    assert parse("--fast", "compile").fast == "compile"
+    with pytest.raises(SystemExit):
+        parse("--fast", "turbo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from uvidm_backend.pipeline.options import FAST_MODES
 from uvidm_backend.registry import BFM_ENV, WEIGHTS_ENV, ModelPaths
 
 
@@ -15,3 +16,9 @@ def add_model_folder_options(parser: argparse.ArgumentParser) -> None:
 
 def model_paths(args: argparse.Namespace) -> ModelPaths:
     return ModelPaths.resolve(args.weights, args.bfm)
+
+
+def add_fast_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fast", choices=FAST_MODES, default="auto",
+                        help="GPU speed-ups: off (float32), graph (bf16 + CUDA graph), compile (+ torch.compile: "
+                             "fastest, one to two minutes to start); auto: graph on CUDA (default: %(default)s)")

@@ -6,9 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from uvidm_backend.commands.common import add_model_folder_options, model_paths
+from uvidm_backend.commands.common import add_fast_option, add_model_folder_options, model_paths
 from uvidm_backend.pipeline.errors import ModelFilesMissing, UVIDMError
-from uvidm_backend.pipeline.options import EXPRESSIONS, FAST_MODES, SAMPLERS, GenerateOptions
+from uvidm_backend.pipeline.options import EXPRESSIONS, SAMPLERS, GenerateOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler,
                         help="ddim (the official sampler) or dpmpp (DPM-Solver++, good at --steps 20) "
                              "(default: %(default)s)")
-    parser.add_argument("--fast", choices=FAST_MODES, default="auto",
-                        help="GPU speed-ups: off (float32), graph (bf16 + CUDA graph), compile (+ torch.compile, "
-                             "minutes to start); auto: graph on CUDA (default: %(default)s)")
+    add_fast_option(parser)
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
     parser.add_argument("--texture-size", type=int, default=defaults.texture_size,
                         help="albedo.png side in pixels, 256 to 2048 (default: %(default)s)")

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from uvidm_backend.commands.common import add_model_folder_options, model_paths
+from uvidm_backend.commands.common import add_fast_option, add_model_folder_options, model_paths
 from uvidm_backend.pipeline.images import MAX_PIXELS
 from uvidm_backend.service.settings import (
     DEFAULT_HOST,
@@ -43,6 +43,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
                         help="largest photo in megapixels, at most the default (default: %(default)g)")
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
+    add_fast_option(parser)
     parser.set_defaults(run=run_serve)
 
 
@@ -80,7 +81,7 @@ def run_serve(args: argparse.Namespace) -> int:
     def load():  # in the loader thread: the service answers (health: loading) while the models load
         from uvidm_backend.pipeline import Pipeline
 
-        return Pipeline.load(paths, device=args.device)
+        return Pipeline.load(paths, device=args.device, fast=args.fast)
 
     app = create_app(settings, ModelHolder(load=load))
     print(f"uvidm serve: http://{settings.host}:{settings.port} (API docs at /docs), jobs in {settings.jobs_dir}"
