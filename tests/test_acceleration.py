@@ -207,6 +207,7 @@ def test_fast_unet_computes_keys_and_values_once_per_context(networks):
     torch.testing.assert_close(fast(x, t, other), networks.unet(x, t, other), rtol=1e-5, atol=1e-5)
     assert len(calls) == 2
     torch.testing.assert_close(first, networks.unet(x, t, context), rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.without_graph(x, t, context), first)
     plain = FastUNet(networks.unet, torch.float32, channels_last=False, hoist=False)
     assert plain.hoisted is None and torch.equal(plain(x, t, context), networks.unet(x, t, context))
 
