@@ -46,6 +46,7 @@ class JobOptions:
     face_index: int | None = None
     landmarks: tuple[tuple[float, float], ...] | None = None
     steps: int | None = None
+    sampler: str | None = None
     eta: float | None = None
     seed: int | None = None
     texture_size: int | None = None

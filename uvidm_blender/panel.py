@@ -54,6 +54,7 @@ class VIEW3D_PT_uvidm(_Sidebar, bpy.types.Panel):
         col.use_property_split = True
         col.use_property_decorate = False
         col.prop(settings, "face_index")
+        col.prop(settings, "sampler")
         col.prop(settings, "steps")
         col.prop(settings, "seed")
         col.prop(settings, "texture_size")

@@ -14,14 +14,27 @@ _RELATIVE_PATH = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0
 TEXTURE_SIZES = [(str(size), f"{size} px", f"albedo.png of {size} x {size} pixels") for size in (256, 512, 1024, 2048)]
 
 
+SAMPLERS = [("ddim", "DDIM (official)", "The sampler UV-IDM was published with, at 50 steps"),
+            ("dpmpp", "DPM-Solver++ (fast)", "A higher-order sampler: 20 steps, 2.5x fewer network calls")]
+DEFAULT_STEPS = {"ddim": 50, "dpmpp": 20}
+
+
+def _sampler_changed(settings, _context) -> None:
+    # Steps left at one sampler's default follow to the other's; steps the user chose stay.
+    if settings.steps in DEFAULT_STEPS.values():
+        settings.steps = DEFAULT_STEPS[settings.sampler]
+
+
 class UVIDM_PG_settings(bpy.types.PropertyGroup):
     photo: StringProperty(name="Photo", description="A photo with a face (JPEG or PNG)", subtype="FILE_PATH",
                           options=_RELATIVE_PATH)
     face_index: IntProperty(
         name="Face", default=-1, min=-1, max=99,
         description="Which face when the photo shows several: -1 the largest, 0, 1, ... from left to right")
-    steps: IntProperty(name="Steps", default=50, min=1, max=500, soft_max=200,
-                       description="Diffusion steps: fewer is faster, 50 is the official setting")
+    sampler: EnumProperty(name="Sampler", items=SAMPLERS, default="ddim", update=_sampler_changed,
+                          description="How the texture is sampled: the official DDIM, or the faster DPM-Solver++")
+    steps: IntProperty(name="Steps", default=DEFAULT_STEPS["ddim"], min=1, max=500, soft_max=200,
+                       description="Diffusion steps: fewer is faster; 50 for DDIM, 20 for DPM-Solver++")
     seed: IntProperty(name="Seed", default=23, min=0, description="Random seed: another seed, another texture")
     texture_size: EnumProperty(name="Texture", items=TEXTURE_SIZES, default="1024",
                                description="Size of the texture image")
@@ -41,7 +54,7 @@ class UVIDM_PG_settings(bpy.types.PropertyGroup):
         return JobOptions(
             face_index=None if self.face_index < 0 else self.face_index,
             landmarks=parse_landmarks(self.landmarks),
-            steps=self.steps, seed=self.seed, texture_size=int(self.texture_size),
+            steps=self.steps, sampler=self.sampler, seed=self.seed, texture_size=int(self.texture_size),
             delight=self.delight, expression=self.expression)
 
 

@@ -63,6 +63,7 @@ def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks,
     settings = scene.uvidm
     settings.photo = str(photo)
     settings.landmarks = landmarks
+    settings.sampler = "dpmpp"
     settings.steps = 2
     settings.texture_size = "256"
 
@@ -80,6 +81,7 @@ def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks,
     assert (result / "head.obj").is_file() and (result / "albedo.png").is_file(), log
     meta = json.loads((result / "result.json").read_text())
     assert meta["photo"]["name"] == photo.name and meta["options"]["steps"] == 2
+    assert meta["options"]["sampler"] == "dpmpp"
     head = bpy.data.objects[photo.stem]
     obj_vertices = sum(line.startswith("v ") for line in (result / "head.obj").read_text().splitlines())
     assert len(head.data.vertices) == obj_vertices and head.data.uv_layers

@@ -34,13 +34,18 @@ def test_generate_imports_the_head(scene, addon, fake_backend, photo, tmp_path):
     _use(addon, fake_backend, tmp_path)
     settings = scene.uvidm
     settings.photo = str(photo)
+    settings.sampler = "dpmpp"
+    assert settings.steps == 20  # the default steps follow the sampler
     settings.steps, settings.seed, settings.texture_size = 12, 5, "512"
+    settings.sampler = "ddim"
+    assert settings.steps == 12  # chosen steps stay
     settings.delight, settings.expression = True, "neutral"
     settings.landmarks = "[[10, 12], [30, 12], [20, 22], [12, 32], [28, 32]]"
     assert bpy.ops.uvidm.generate() == {"FINISHED"}
 
     form = fake_backend.submissions[0]["form"]
-    assert form == {"steps": "12", "seed": "5", "texture_size": "512", "delight": "true", "expression": "neutral",
+    assert form == {"steps": "12", "sampler": "ddim", "seed": "5", "texture_size": "512", "delight": "true",
+                    "expression": "neutral",
                     "landmarks": json.dumps([[10.0, 12.0], [30.0, 12.0], [20.0, 22.0], [12.0, 32.0], [28.0, 32.0]])}
     assert "face_index" not in form  # -1: the backend picks the largest face
     result = tmp_path / "results" / "portrait"
