@@ -14,20 +14,11 @@ import argparse
 import statistics
 
 import torch
+from bench_pipeline import unet_step_ms  # this script's folder is on sys.path
 from torch.profiler import ProfilerActivity, profile
 
 from uvidm_backend.acceleration import FastUNet
 from uvidm_backend.models.unet import UNetConfig, UNetModel
-
-
-def replay_ms(fast: FastUNet, x, t, context, runs: int = 20) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(runs):
-        fast(x, t, context)
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / runs
 
 
 @torch.inference_mode()
@@ -61,7 +52,8 @@ def main() -> None:
     gpu_ms = sum(e.device_time for e in kernels) / 1000 / steps
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, batch {args.batch}, {options}")
     print(f"kernels per step: {len(kernels) / steps:.0f}, summed kernel time per step: {gpu_ms:.3f} ms")
-    print(f"graph replay per step: {statistics.median(replay_ms(fast, x, t, context) for _ in range(3)):.3f} ms")
+    replays = [unet_step_ms(fast, x, t, context, device, runs=20) for _ in range(3)]
+    print(f"graph replay per step: {statistics.median(replays):.3f} ms")
     print(prof.key_averages().table(sort_by="device_time_total", row_limit=args.top, max_name_column_width=90))
 
 
