@@ -32,7 +32,8 @@ def checks(args: argparse.Namespace) -> list[tuple[bool, str, str]]:
     if torch.cuda.is_available():
         rows.append((True, f"CUDA: {torch.cuda.get_device_name(0)} (torch CUDA {torch.version.cuda})", ""))
     else:
-        rows.append((False, "CUDA: not available, the backend runs on the CPU (minutes per head)",
+        rows.append((False, "CUDA: not available, the backend runs on the CPU "
+                            "(20-40 s a head on 2 cores, 0.3 s on an H200)",
                      "install a CUDA build of torch (https://pytorch.org/get-started/locally/) on a machine "
                      "with an NVIDIA GPU"))
     nvdiffrast = _module_version("nvdiffrast.torch")
