@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from uvidm_backend.acceleration.graphs import CudaGraphed
 from uvidm_backend.acceleration.hoisted_unet import HoistedUNet
+from uvidm_backend.models.unet import batch_timesteps
 
 #: `torch.compile` modes that capture their own CUDA graphs (ours are then left off).
 _SELF_GRAPHING_MODES = ("reduce-overhead", "max-autotune")
@@ -110,21 +111,19 @@ class FastUNet:
         self._context_kv: Tensor | None = None
 
     def __call__(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        if self.hoisted is not None:
-            context = self._keys_and_values(context)
+        t, context = batch_timesteps(t, x), self._conditioning(context)
         if self._graphed is not None and x.is_cuda:
             return self._graphed(x, t.to(torch.long), context)
         return self._forward(x, t, context)
 
     def without_graph(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
         """The same (compiled) function, launched kernel by kernel instead of replayed: for profiling."""
-        t = torch.as_tensor(t, device=x.device).expand(x.shape[0])
-        return self._forward(x, t, self._keys_and_values(context) if self.hoisted is not None else context)
+        return self._forward(x, batch_timesteps(t, x), self._conditioning(context))
 
-    def _keys_and_values(self, context: Tensor) -> Tensor:
+    def _conditioning(self, context: Tensor) -> Tensor:
+        """What the network takes for `context`: the context itself, or its keys and values when hoisted."""
+        if self.hoisted is None:
+            return context
         if context is not self._context:
             with torch.no_grad():
                 self._context_kv = self.hoisted.context_kv(context)

@@ -8,7 +8,7 @@ ResBlock time projections depend on the timestep alone. `HoistedUNet` therefore
 * computes the 35 time projections of a step in one GEMM (their weights concatenated),
 * projects self-attention queries, keys and values in one GEMM per block (weights concatenated),
 
-and runs everything else exactly as `UNetModel.forward` does (same modules, same order). At batch 1
+and runs everything else through `UNetModel.run_blocks`, the skeleton `UNetModel.forward` runs too. At batch 1
 a step is bound by kernel count, not arithmetic: this removes about 110 small GEMMs from every step.
 The result is the same function; only GEMM summation order may differ.
 
@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uvidm_backend.models.attention import BasicTransformerBlock, SpatialTransformer
-from uvidm_backend.models.unet import ResBlock, TimestepEmbedSequential, UNetModel, timestep_embedding
+from uvidm_backend.models.unet import ResBlock, UNetModel
 
 
-def _blocks_in_forward_order(unet: UNetModel) -> list[TimestepEmbedSequential]:
-    return [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
+def _layers_in_forward_order(unet: UNetModel) -> list[nn.Module]:
+    return [layer for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks] for layer in block]
 
 
 class HoistedUNet(nn.Module):
@@ -36,10 +36,10 @@ class HoistedUNet(nn.Module):
     def __init__(self, unet: UNetModel):
         super().__init__()
         self.unet = unet
-        self.model_channels = unet.config.model_channels
-        self.resblocks = [m for block in _blocks_in_forward_order(unet) for m in block if isinstance(m, ResBlock)]
-        self.transformer_blocks = [b for block in _blocks_in_forward_order(unet) for m in block
-                                   if isinstance(m, SpatialTransformer) for b in m.transformer_blocks]
+        layers = _layers_in_forward_order(unet)
+        self.resblocks = [layer for layer in layers if isinstance(layer, ResBlock)]
+        self.transformer_blocks = [block for layer in layers if isinstance(layer, SpatialTransformer)
+                                   for block in layer.transformer_blocks]
         projections = [block.emb_layers[1] for block in self.resblocks]
         self.register_buffer("emb_weight", torch.cat([p.weight for p in projections]).detach().clone())
         self.register_buffer("emb_bias", torch.cat([p.bias for p in projections]).detach().clone())
@@ -59,49 +59,17 @@ class HoistedUNet(nn.Module):
         return F.linear(context.to(self.kv_weight.dtype), self.kv_weight)
 
     def forward(self, x: Tensor, timesteps: Tensor, kv: Tensor) -> Tensor:
-        unet = self.unet
-        dtype = self.emb_weight.dtype
-        timesteps = torch.as_tensor(timesteps, device=x.device)
-        if timesteps.ndim == 0:
-            timesteps = timesteps.expand(x.shape[0])
-        emb = unet.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
+        emb = self.unet.time_embedding(timesteps, x)
         # Same as each ResBlock's emb_layers (SiLU, Linear), all at once.
         emb_outs = iter(torch.split(F.linear(F.silu(emb), self.emb_weight, self.emb_bias), self.emb_sizes, dim=1))
         kvs = iter(torch.split(kv, self.kv_sizes, dim=-1))
-        qkv_weights = [getattr(self, name) for name in self.qkv_names]
-        blocks = iter(zip(self.transformer_blocks, qkv_weights, strict=True))
+        qkv_weights = iter([getattr(self, name) for name in self.qkv_names])
 
-        def run(sequential: TimestepEmbedSequential, h: Tensor) -> Tensor:
-            for layer in sequential:
-                if isinstance(layer, ResBlock):
-                    h = layer.forward_projected(h, next(emb_outs))
-                elif isinstance(layer, SpatialTransformer):
-                    h = self._spatial_transformer(layer, h, blocks, kvs)
-                else:
-                    h = layer(h)
-            return h
+        def transformer_block(block: BasicTransformerBlock, tokens: Tensor) -> Tensor:
+            return _transformer_block(block, tokens, next(qkv_weights), next(kvs), next(kvs))
 
-        h = x.to(dtype)
-        hs = []
-        for sequential in unet.input_blocks:
-            h = run(sequential, h)
-            hs.append(h)
-        h = run(unet.middle_block, h)
-        for sequential in unet.output_blocks:
-            h = run(sequential, torch.cat([h, hs.pop()], dim=1))
-        return unet.out(h).to(x.dtype)
-
-    @staticmethod
-    def _spatial_transformer(layer: SpatialTransformer, x: Tensor, blocks, kvs) -> Tensor:
-        b, _, height, width = x.shape
-        h = layer.proj_in(layer.norm(x))
-        c = h.shape[1]
-        tokens = h.flatten(2).transpose(1, 2)
-        for _ in layer.transformer_blocks:
-            block, qkv_weight = next(blocks)
-            tokens = _transformer_block(block, tokens, qkv_weight, next(kvs), next(kvs))
-        h = tokens.transpose(1, 2).reshape(b, c, height, width)
-        return layer.proj_out(h) + x
+        return self.unet.run_blocks(x, lambda block, h: block.forward_projected(h, next(emb_outs)),
+                                    lambda layer, h: layer.run_tokens(h, transformer_block))
 
 
 def _transformer_block(block: BasicTransformerBlock, x: Tensor, qkv_weight: Tensor, k: Tensor, v: Tensor) -> Tensor:

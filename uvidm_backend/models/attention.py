@@ -8,6 +8,8 @@ official einsum/softmax path: scale ``dim_head**-0.5``, softmax over the keys).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -120,11 +122,15 @@ class SpatialTransformer(nn.Module):
         self.proj_out = nn.Conv2d(inner_dim, in_channels, kernel_size=1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.run_tokens(x, lambda block, tokens: block(tokens, context))
+
+    def run_tokens(self, x: Tensor, block_call: Callable[[BasicTransformerBlock, Tensor], Tensor]) -> Tensor:
+        """``forward`` with each transformer block run as ``block_call(block, tokens)``."""
         b, _, h, w = x.shape
         h_ = self.proj_in(self.norm(x))
         c = h_.shape[1]
         tokens = h_.flatten(2).transpose(1, 2)  # (B, H*W, C)
         for block in self.transformer_blocks:
-            tokens = block(tokens, context)
+            tokens = block_call(block, tokens)
         h_ = tokens.transpose(1, 2).reshape(b, c, h, w)
         return self.proj_out(h_) + x

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,12 @@ class UNetConfig:
         if self.legacy:
             dim_head = ch // heads
         return heads, dim_head
+
+
+def batch_timesteps(timesteps: Tensor | int, x: Tensor) -> Tensor:
+    """``timesteps`` as a (B,) tensor on x's device: a scalar stands for every sample of x's batch."""
+    timesteps = torch.as_tensor(timesteps, device=x.device)
+    return timesteps.expand(x.shape[0]) if timesteps.ndim == 0 else timesteps
 
 
 def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -185,15 +191,23 @@ class ResBlock(nn.Module):
         return self.skip_connection(x) + h
 
 
+#: How `UNetModel.run_blocks` runs one ResBlock or SpatialTransformer: (layer, h) -> h.
+LayerCall = Callable[[nn.Module, Tensor], Tensor]
+
+
 class TimestepEmbedSequential(nn.Sequential):
     """Official ``TimestepEmbedSequential``: hands ``emb`` to ResBlocks and ``context`` to transformers."""
 
     def forward(self, x: Tensor, emb: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.run(x, lambda block, h: block(h, emb), lambda layer, h: layer(h, context))
+
+    def run(self, x: Tensor, resblock: LayerCall, transformer: LayerCall) -> Tensor:
+        """The layers in order, ResBlocks through ``resblock``, transformers through ``transformer``."""
         for layer in self:
             if isinstance(layer, ResBlock):
-                x = layer(x, emb)
+                x = resblock(layer, x)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context)
+                x = transformer(layer, x)
             else:
                 x = layer(x)
         return x
@@ -264,19 +278,28 @@ class UNetModel(nn.Module):
 
         Returns eps (B, out_channels, H, W) in x's dtype; the network runs in its parameters' dtype.
         """
-        dtype = self.time_embed[0].weight.dtype
-        timesteps = torch.as_tensor(timesteps, device=x.device)
-        if timesteps.ndim == 0:
-            timesteps = timesteps.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        emb = self.time_embedding(timesteps, x)
         if context is not None:
-            context = context.to(dtype)
-        h = x.to(dtype)
+            context = context.to(emb.dtype)
+        return self.run_blocks(x, lambda block, h: block(h, emb), lambda layer, h: layer(h, context))
+
+    def time_embedding(self, timesteps: Tensor, x: Tensor) -> Tensor:
+        """``time_embed`` of the sinusoidal features of ``timesteps`` ((B,) or a scalar for all of x's
+        batch), in the network's dtype."""
+        timesteps = batch_timesteps(timesteps, x)
+        dtype = self.time_embed[0].weight.dtype
+        return self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+
+    def run_blocks(self, x: Tensor, resblock: LayerCall, transformer: LayerCall) -> Tensor:
+        """The network's skeleton (input blocks, middle, output blocks with their skip connections,
+        ``out``) in its parameters' dtype, returning x's dtype; ResBlocks and transformers run through
+        the given calls, which bring the time embedding and the context."""
+        h = x.to(self.time_embed[0].weight.dtype)
         hs = []
         for module in self.input_blocks:
-            h = module(h, emb, context)
+            h = module.run(h, resblock, transformer)
             hs.append(h)
-        h = self.middle_block(h, emb, context)
+        h = self.middle_block.run(h, resblock, transformer)
         for module in self.output_blocks:
-            h = module(torch.cat([h, hs.pop()], dim=1), emb, context)
+            h = module.run(torch.cat([h, hs.pop()], dim=1), resblock, transformer)
         return self.out(h).to(x.dtype)

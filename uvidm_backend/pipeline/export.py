@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from uvidm_backend.pipeline import png as png_encoder
 from uvidm_backend.pipeline.output_folder import write_bytes, write_png
+from uvidm_backend.pipeline.png import encode_png
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,6 @@ GLTF_FLOAT = 5126
 GLTF_UINT32 = 5125
 GLTF_ARRAY_BUFFER = 34962
 GLTF_ELEMENT_ARRAY_BUFFER = 34963
-
-
-def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """The texture as PNG bytes at zlib's `compress_level`, compressed on every core (`pipeline.png`)."""
-    return png_encoder.encode_png(image, level=compress_level)
 
 
 def glb_bytes(mesh: TexturedMesh, png: bytes | None = None) -> bytes:
