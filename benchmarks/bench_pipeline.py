@@ -13,8 +13,11 @@ Two measurements:
    float32), `deccompile` (decoder through torch.compile too), `nohoist` (the UNet without `HoistedUNet`:
    cross-attention keys/values and time projections recomputed at every step), `cudnnbench`
    (torch.backends.cudnn.benchmark, global from then on), Inductor options `c1x1` (conv_1x1_as_mm), `cdt`
-   (coordinate_descent_tuning), `noepilogue` (epilogue_fusion off); plain `fp32` is the eager float32
-   reference.
+   (coordinate_descent_tuning), `noepilogue` (epilogue_fusion off), `mmtune` (max_autotune_gemm: Triton GEMM
+   templates with fused epilogues where they win), `nosplit` (split_reductions off: one kernel per
+   normalisation's statistics), `combo` (combo_kernels), `aggressive` (aggressive_fusion), `nogemm` (every
+   convolution on cuDNN; by default those of at most 64 output pixels run as GEMMs, `GemmConv2d`), `gemm16`
+   (only those of at most 16); plain `fp32` is the eager float32 reference.
    `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
    each fast row with the float32 eager one on the same inputs and replayed noise (relative error
    max|fast - ref| / max|ref| of the final latent and of the decoded texture).
@@ -66,7 +69,9 @@ def timed(fn, device, runs: int, warm: bool = True) -> tuple[float, object]:
 
 #: Variant flags that set one `torch._inductor.config` option.
 INDUCTOR_FLAGS = {"c1x1": ("conv_1x1_as_mm", True), "cdt": ("coordinate_descent_tuning", True),
-                  "noepilogue": ("epilogue_fusion", False)}
+                  "noepilogue": ("epilogue_fusion", False), "mmtune": ("max_autotune_gemm", True),
+                  "nosplit": ("split_reductions", False), "combo": ("combo_kernels", True),
+                  "aggressive": ("aggressive_fusion", True)}
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Variant:
     hoist: bool = True
     decoder_compile: bool = False
     inductor_options: tuple[tuple[str, object], ...] = ()
+    gemm_conv_pixels: int = 64
 
     @property
     def reference(self) -> bool:
@@ -113,6 +119,10 @@ class Variant:
                 fields["hoist"] = False
             elif flag == "deccompile":
                 fields["decoder_compile"] = True
+            elif flag == "nogemm":
+                fields["gemm_conv_pixels"] = 0
+            elif flag == "gemm16":
+                fields["gemm_conv_pixels"] = 16
             elif flag == "cudnnbench":
                 fields["cudnn_benchmark"] = True
             else:
@@ -122,7 +132,7 @@ class Variant:
     @property
     def unet_key(self) -> tuple:
         return (self.dtype, self.compile_mode, self.cuda_graph, self.channels_last, self.freeze, self.hoist,
-                self.inductor_options)
+                self.inductor_options, self.gemm_conv_pixels)
 
     def build(self, networks: LatentDiffusionNetworks, unets: dict[tuple, FastUNet]):
         """(eps model, decoder); variants that differ only in the decoder share one FastUNet from `unets`."""
@@ -133,7 +143,7 @@ class Variant:
         if self.unet_key not in unets:
             unets[self.unet_key] = FastUNet(networks.unet, self.dtype, self.compile_mode, self.cuda_graph,
                                             self.channels_last, self.freeze, self.hoist,
-                                            dict(self.inductor_options))
+                                            dict(self.inductor_options), self.gemm_conv_pixels)
         unet = unets[self.unet_key]
         decoder = FastDecoder(networks, self.decoder_dtype or self.dtype, "default" if self.decoder_compile else None,
                               self.cuda_graph, self.decoder_channels_last)
@@ -155,6 +165,19 @@ def unet_step_ms(unet, x, t, context, device, runs: int) -> float:
     end.record()
     end.synchronize()
     return start.elapsed_time(end) / runs
+
+
+def kernels_per_step(unet: FastUNet, x, t, context) -> tuple[int, int]:
+    """(kernels, of which memsets) that one step launches, counted by the profiler without our graph."""
+    from torch.profiler import ProfilerActivity, profile
+
+    unet.without_graph(x, t, context)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        unet.without_graph(x, t, context)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return len(kernels), sum("memset" in e.name.lower() for e in kernels)
 
 
 def measure_sampler(sample, unet, decode, x_T, tokens, schedule, generator, device, runs: int):
@@ -208,12 +231,15 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
             synchronize(device)
             setup_s = time.perf_counter() - setup
             step_ms = unet_step_ms(unet, x_T, t_probe, tokens, device, 3 if variant.reference else 20)
+            kernels = kernels_per_step(unet, x_T, t_probe, tokens) if device.type == "cuda" and not variant.reference \
+                else ("", "")
             n_runs = ref_runs if variant.reference and batch > 1 else runs
             for sampler in samplers:
                 schedule, sample = schedules[sampler], samplers_fn[sampler]
                 row = {"batch": batch, "variant": variant.spec, "sampler": sampler,
                        "steps": steps if sampler == "ddim" else dpm_steps, "setup s": setup_s,
-                       "UNet step ms": step_ms, "eps rel err": relative_error(eps, eps_ref)}
+                       "UNet step ms": step_ms, "kernels": kernels[0], "memsets": kernels[1],
+                       "eps rel err": relative_error(eps, eps_ref)}
 
                 # The first (seeded) run warms up and gives the checked latent.
                 latent, image, sampler_s, decode_s = measure_sampler(sample, unet, decode, x_T, tokens, schedule,
@@ -239,8 +265,9 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
 
 
 def print_fast_rows(rows: list[dict]) -> None:
-    columns = ["batch", "variant", "sampler", "steps", "UNet step ms", "condition ms", "sampler ms", "decode ms",
-               "total ms", "heads/s", "setup s", "eps rel err", "latent rel err", "texture rel err"]
+    columns = ["batch", "variant", "sampler", "steps", "UNet step ms", "kernels", "memsets", "condition ms",
+               "sampler ms", "decode ms", "total ms", "heads/s", "setup s", "eps rel err", "latent rel err",
+               "texture rel err"]
     print(" | ".join(columns))
     for row in rows:
         if row.get("skipped"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from uvidm_backend.acceleration import (
     CudaGraphed,
@@ -14,6 +15,7 @@ from uvidm_backend.acceleration import (
     compile_unet,
     parse_dtype,
 )
+from uvidm_backend.acceleration.gemm_convs import GemmConv2d, convs_as_gemms
 from uvidm_backend.diffusion import ddim_schedule, sample_ddim
 from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
 from uvidm_backend.models.attention import BasicTransformerBlock
@@ -74,9 +76,9 @@ def test_cast_module_leaves_the_original(networks):
 
 
 def test_float32_fast_unet_is_the_network(networks):
-    """Without reduced precision nor channels-last the wrapper adds nothing to the function."""
+    """Without reduced precision, channels-last nor GEMM convolutions the wrapper adds nothing to the function."""
     x, t, context = _inputs()
-    fast = FastUNet(networks.unet, torch.float32, channels_last=False)
+    fast = FastUNet(networks.unet, torch.float32, channels_last=False, gemm_conv_pixels=0)
     assert torch.equal(fast(x, t, context), networks.unet(x, t, context))
     # A scalar timestep is broadcast over the batch.
     assert torch.equal(fast(x, t[:1].squeeze(), context), networks.unet(x, t[:1].expand(2), context))
@@ -208,7 +210,7 @@ def test_fast_unet_computes_keys_and_values_once_per_context(networks):
     assert len(calls) == 2
     torch.testing.assert_close(first, networks.unet(x, t, context), rtol=1e-5, atol=1e-5)
     assert torch.equal(fast.without_graph(x, t, context), first)
-    plain = FastUNet(networks.unet, torch.float32, channels_last=False, hoist=False)
+    plain = FastUNet(networks.unet, torch.float32, channels_last=False, hoist=False, gemm_conv_pixels=0)
     assert plain.hoisted is None and torch.equal(plain(x, t, context), networks.unet(x, t, context))
 
 
@@ -220,3 +222,40 @@ def test_cuda_graph_constant_inputs_are_copied_when_replaced():
     assert torch.equal(graphed(a, b), torch.full((4,), 11.0, device="cuda"))
     assert torch.equal(graphed(a * 2, b), torch.full((4,), 12.0, device="cuda"))  # ordinary input copied
     assert torch.equal(graphed(a, b * 3), torch.full((4,), 31.0, device="cuda"))  # a new constant tensor
+
+
+# -- small convolutions as GEMMs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(6, 5, 3, padding=1), nn.Conv2d(6, 5, 3, stride=2, padding=1),
+                                  nn.Conv2d(6, 5, 1), nn.Conv2d(6, 5, (3, 1), padding=(2, 0), dilation=2, bias=False)],
+                         ids=["3x3", "stride 2", "1x1", "dilated, no bias"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gemm_conv_is_the_convolution(conv, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4, 4)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = conv(x)
+    conv_calls = []
+    conv.register_forward_hook(lambda *args: conv_calls.append(1))
+    actual = GemmConv2d(conv, max_pixels=32)(x)
+    assert actual.shape == expected.shape and conv_calls == []  # a GEMM, not the convolution
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    # Above the threshold (2 x 4 x 4 = 32 output pixels at most) it is the convolution itself.
+    assert torch.equal(GemmConv2d(conv, max_pixels=7)(x), expected) and conv_calls == [1]
+
+
+def test_convs_as_gemms_wraps_the_plain_convolutions(networks):
+    unet = cast_module(networks.unet, torch.float32)
+    convs = sum(type(m) is nn.Conv2d for m in unet.modules())
+    assert convs_as_gemms(unet, 32) == convs > 0
+    assert not any(type(m) is nn.Conv2d and not isinstance(p, GemmConv2d)
+                   for p in unet.modules() for m in p.children())
+    with pytest.raises(ValueError, match="grouped"):
+        GemmConv2d(nn.Conv2d(4, 4, 3, groups=2), 16)
+    x, t, context = _inputs()  # batch 2 of 8 x 8: the 4 x 4 level (32 pixels) runs as GEMMs, the 8 x 8 one not
+    fast = FastUNet(networks.unet, torch.float32, channels_last=False, gemm_conv_pixels=32)
+    actual, expected = fast(x, t, context), networks.unet(x, t, context)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)

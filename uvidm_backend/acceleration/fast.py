@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from uvidm_backend.acceleration.gemm_convs import convs_as_gemms
 from uvidm_backend.acceleration.graphs import CudaGraphed
 from uvidm_backend.acceleration.hoisted_unet import HoistedUNet
 from uvidm_backend.models.unet import batch_timesteps
@@ -91,16 +92,20 @@ class FastUNet:
     `hoist` runs the UNet as a `HoistedUNet`: the context's cross-attention keys and values are computed
     once per context tensor (by identity: samplers pass one tensor for a whole generation; it must not be
     modified in place between steps), the time projections and self-attention projections in one GEMM each.
+    `gemm_conv_pixels`: convolutions with at most this many output pixels (batch included) run as one GEMM
+    (`GemmConv2d`; at batch 1 the 8 x 8 and smaller levels); 0 keeps every convolution on cuDNN.
     Inputs and output keep the caller's dtype (float32 latents stay float32 between steps).
     """
 
     def __init__(self, unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, compile_mode: str | None = None,
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False, hoist: bool = True,
-                 inductor_options: Mapping[str, object] | None = None):
+                 inductor_options: Mapping[str, object] | None = None, gemm_conv_pixels: int = 64):
         self.dtype = parse_dtype(dtype)
         self.compile_mode = compile_mode
         self.config = getattr(unet, "config", None)
         self.unet = cast_module(unet, self.dtype, channels_last)
+        if gemm_conv_pixels > 0:
+            convs_as_gemms(self.unet, gemm_conv_pixels)
         self.hoisted = HoistedUNet(self.unet) if hoist else None
         self._forward = _compiled(self.hoisted or self.unet, compile_mode, freeze, inductor_options)
         self_graphing = compile_mode in _SELF_GRAPHING_MODES
@@ -173,14 +178,16 @@ class FastDecoder:
 def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, batch: int | None = None,
                  latent_size: int | None = None, context_len: int | None = None, compile_mode: str | None = None,
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False,
-                 hoist: bool = True, inductor_options: Mapping[str, object] | None = None) -> FastUNet:
+                 hoist: bool = True, inductor_options: Mapping[str, object] | None = None,
+                 gemm_conv_pixels: int = 64) -> FastUNet:
     """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given.
 
     `latent_size` defaults to the config's `image_size`; `context_len` to 1024 (the condition fuser's
     32 x 32 tokens of a 256 x 256 partial texture). Warming up here keeps compilation and capture out
     of the first generation.
     """
-    fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze, hoist, inductor_options)
+    fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze, hoist, inductor_options,
+                    gemm_conv_pixels)
     if batch is not None:
         config = fast.config
         device = next(unet.parameters()).device
