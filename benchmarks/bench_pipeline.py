@@ -17,7 +17,8 @@ Two measurements:
    templates with fused epilogues where they win), `nosplit` (split_reductions off: one kernel per
    normalisation's statistics), `combo` (combo_kernels), `aggressive` (aggressive_fusion), `nogemm` (every
    convolution on cuDNN; by default those of at most 64 output pixels run as GEMMs, `GemmConv2d`), `gemm16`
-   (only those of at most 16); plain `fp32` is the eager float32 reference.
+   (only those of at most 16), `flashsmall` (the small attentions off cuDNN, see `HoistedUNet`); plain `fp32`
+   is the eager float32 reference.
    `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
    each fast row with the float32 eager one on the same inputs and replayed noise (relative error
    max|fast - ref| / max|ref| of the final latent and of the decoded texture).
@@ -89,6 +90,7 @@ class Variant:
     decoder_compile: bool = False
     inductor_options: tuple[tuple[str, object], ...] = ()
     gemm_conv_pixels: int = 64
+    flash_small_attention: bool = False
 
     @property
     def reference(self) -> bool:
@@ -121,6 +123,8 @@ class Variant:
                 fields["decoder_compile"] = True
             elif flag == "nogemm":
                 fields["gemm_conv_pixels"] = 0
+            elif flag == "flashsmall":
+                fields["flash_small_attention"] = True
             elif flag == "gemm16":
                 fields["gemm_conv_pixels"] = 16
             elif flag == "cudnnbench":
@@ -132,7 +136,7 @@ class Variant:
     @property
     def unet_key(self) -> tuple:
         return (self.dtype, self.compile_mode, self.cuda_graph, self.channels_last, self.freeze, self.hoist,
-                self.inductor_options, self.gemm_conv_pixels)
+                self.inductor_options, self.gemm_conv_pixels, self.flash_small_attention)
 
     def build(self, networks: LatentDiffusionNetworks, unets: dict[tuple, FastUNet]):
         """(eps model, decoder); variants that differ only in the decoder share one FastUNet from `unets`."""
@@ -143,7 +147,8 @@ class Variant:
         if self.unet_key not in unets:
             unets[self.unet_key] = FastUNet(networks.unet, self.dtype, self.compile_mode, self.cuda_graph,
                                             self.channels_last, self.freeze, self.hoist,
-                                            dict(self.inductor_options), self.gemm_conv_pixels)
+                                            dict(self.inductor_options), self.gemm_conv_pixels,
+                                            self.flash_small_attention)
         unet = unets[self.unet_key]
         decoder = FastDecoder(networks, self.decoder_dtype or self.dtype, "default" if self.decoder_compile else None,
                               self.cuda_graph, self.decoder_channels_last)

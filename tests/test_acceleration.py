@@ -16,6 +16,7 @@ from uvidm_backend.acceleration import (
     parse_dtype,
 )
 from uvidm_backend.acceleration.gemm_convs import GemmConv2d, convs_as_gemms
+from uvidm_backend.acceleration.hoisted_unet import prefers_flash
 from uvidm_backend.diffusion import ddim_schedule, sample_ddim
 from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
 from uvidm_backend.models.attention import BasicTransformerBlock
@@ -259,3 +260,28 @@ def test_convs_as_gemms_wraps_the_plain_convolutions(networks):
     fast = FastUNet(networks.unet, torch.float32, channels_last=False, gemm_conv_pixels=32)
     actual, expected = fast(x, t, context), networks.unet(x, t, context)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+# -- attention backends ----------------------------------------------------------------------------------------
+
+
+def test_flash_is_preferred_for_few_queries_and_small_cross_attention():
+    assert prefers_flash(16, 16) and prefers_flash(16, 1024) and prefers_flash(64, 1024) and prefers_flash(256, 1024)
+    assert not prefers_flash(64, 64) and not prefers_flash(256, 256) and not prefers_flash(1024, 1024)
+    assert not prefers_flash(1024, 4096)
+
+
+def test_small_attention_backends_compute_the_same_unet(networks):
+    x, t, context = _inputs()
+    plain = HoistedUNet(networks.unet)
+    flash = HoistedUNet(networks.unet, flash_small_attention=True)
+    kv = plain.context_kv(context)
+    torch.testing.assert_close(flash(x, t, kv), plain(x, t, kv), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_small_attention_backends_on_gpu():
+    networks = _networks("cuda")
+    x, t, context = _inputs(1, "cuda")
+    flash = FastUNet(networks.unet, torch.bfloat16, flash_small_attention=True)
+    assert _rel(flash(x, t, context), networks.unet(x, t, context)) < 5e-2

@@ -94,19 +94,21 @@ class FastUNet:
     modified in place between steps), the time projections and self-attention projections in one GEMM each.
     `gemm_conv_pixels`: convolutions with at most this many output pixels (batch included) run as one GEMM
     (`GemmConv2d`; at batch 1 the 8 x 8 and smaller levels); 0 keeps every convolution on cuDNN.
+    `flash_small_attention` (hoisted only) keeps the small attentions off cuDNN (see `HoistedUNet`).
     Inputs and output keep the caller's dtype (float32 latents stay float32 between steps).
     """
 
     def __init__(self, unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, compile_mode: str | None = None,
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False, hoist: bool = True,
-                 inductor_options: Mapping[str, object] | None = None, gemm_conv_pixels: int = 64):
+                 inductor_options: Mapping[str, object] | None = None, gemm_conv_pixels: int = 64,
+                 flash_small_attention: bool = False):
         self.dtype = parse_dtype(dtype)
         self.compile_mode = compile_mode
         self.config = getattr(unet, "config", None)
         self.unet = cast_module(unet, self.dtype, channels_last)
         if gemm_conv_pixels > 0:
             convs_as_gemms(self.unet, gemm_conv_pixels)
-        self.hoisted = HoistedUNet(self.unet) if hoist else None
+        self.hoisted = HoistedUNet(self.unet, flash_small_attention) if hoist else None
         self._forward = _compiled(self.hoisted or self.unet, compile_mode, freeze, inductor_options)
         self_graphing = compile_mode in _SELF_GRAPHING_MODES
         constant = (2,) if hoist else ()
@@ -179,7 +181,7 @@ def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, bat
                  latent_size: int | None = None, context_len: int | None = None, compile_mode: str | None = None,
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False,
                  hoist: bool = True, inductor_options: Mapping[str, object] | None = None,
-                 gemm_conv_pixels: int = 64) -> FastUNet:
+                 gemm_conv_pixels: int = 64, flash_small_attention: bool = False) -> FastUNet:
     """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given.
 
     `latent_size` defaults to the config's `image_size`; `context_len` to 1024 (the condition fuser's
@@ -187,7 +189,7 @@ def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, bat
     of the first generation.
     """
     fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze, hoist, inductor_options,
-                    gemm_conv_pixels)
+                    gemm_conv_pixels, flash_small_attention)
     if batch is not None:
         config = fast.config
         device = next(unet.parameters()).device
