@@ -134,9 +134,12 @@ class Variant:
         return cls(spec=spec, **fields)
 
     @property
-    def unet_key(self) -> tuple:
-        return (self.dtype, self.compile_mode, self.cuda_graph, self.channels_last, self.freeze, self.hoist,
-                self.inductor_options, self.gemm_conv_pixels, self.flash_small_attention)
+    def unet_options(self) -> dict[str, object]:
+        """`FastUNet`'s keyword arguments (hashable values: the Inductor options as pairs)."""
+        return {"dtype": self.dtype, "compile_mode": self.compile_mode, "cuda_graph": self.cuda_graph,
+                "channels_last": self.channels_last, "freeze": self.freeze, "hoist": self.hoist,
+                "inductor_options": self.inductor_options, "gemm_conv_pixels": self.gemm_conv_pixels,
+                "flash_small_attention": self.flash_small_attention}
 
     def build(self, networks: LatentDiffusionNetworks, unets: dict[tuple, FastUNet]):
         """(eps model, decoder); variants that differ only in the decoder share one FastUNet from `unets`."""
@@ -144,12 +147,11 @@ class Variant:
             return networks.unet, networks.decode_latent
         if self.cudnn_benchmark:  # global: also applies to every variant built after this one
             torch.backends.cudnn.benchmark = True
-        if self.unet_key not in unets:
-            unets[self.unet_key] = FastUNet(networks.unet, self.dtype, self.compile_mode, self.cuda_graph,
-                                            self.channels_last, self.freeze, self.hoist,
-                                            dict(self.inductor_options), self.gemm_conv_pixels,
-                                            self.flash_small_attention)
-        unet = unets[self.unet_key]
+        options = self.unet_options
+        key = tuple(options.items())
+        if key not in unets:
+            unets[key] = FastUNet(networks.unet, **{**options, "inductor_options": dict(self.inductor_options)})
+        unet = unets[key]
         decoder = FastDecoder(networks, self.decoder_dtype or self.dtype, "default" if self.decoder_compile else None,
                               self.cuda_graph, self.decoder_channels_last)
         return unet, decoder
@@ -172,16 +174,23 @@ def unet_step_ms(unet, x, t, context, device, runs: int) -> float:
     return start.elapsed_time(end) / runs
 
 
-def kernels_per_step(unet: FastUNet, x, t, context) -> tuple[int, int]:
-    """(kernels, of which memsets) that one step launches, counted by the profiler without our graph."""
+def profile_steps(unet: FastUNet, x, t, context, steps: int = 1):
+    """(profiler, its kernel events) of `steps` steps launched without our graph, after warm-up calls."""
     from torch.profiler import ProfilerActivity, profile
 
-    unet.without_graph(x, t, context)
+    for _ in range(3):
+        unet.without_graph(x, t, context)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        unet.without_graph(x, t, context)
+        for _ in range(steps):
+            unet.without_graph(x, t, context)
         torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return prof, [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def kernels_per_step(unet: FastUNet, x, t, context) -> tuple[int, int]:
+    """(kernels, of which memsets) that one step launches, counted by the profiler without our graph."""
+    _, kernels = profile_steps(unet, x, t, context)
     return len(kernels), sum("memset" in e.name.lower() for e in kernels)
 
 

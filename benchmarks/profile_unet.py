@@ -21,9 +21,8 @@ import functools
 import statistics
 
 import torch
-from bench_pipeline import unet_step_ms  # this script's folder is on sys.path
+from bench_pipeline import profile_steps, unet_step_ms  # this script's folder is on sys.path
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.profiler import ProfilerActivity, profile
 
 from uvidm_backend.acceleration import FastUNet
 from uvidm_backend.models.unet import UNetConfig, UNetModel
@@ -56,15 +55,8 @@ def main() -> None:
     options = dict(compile_mode=mode, freeze=args.freeze, hoist=not args.nohoist,
                    gemm_conv_pixels=args.gemm_conv_pixels)
     fast = FastUNet(unet, torch.bfloat16, **options)
-    for _ in range(3):
-        fast.without_graph(x, t, context)
-    torch.cuda.synchronize()
     steps = 5
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            fast.without_graph(x, t, context)
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    prof, kernels = profile_steps(fast, x, t, context, steps)
     gpu_ms = sum(e.device_time for e in kernels) / 1000 / steps
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, batch {args.batch}, {options}, "
           f"cudnn.benchmark {args.cudnn_benchmark}")

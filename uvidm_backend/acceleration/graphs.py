@@ -24,18 +24,16 @@ class CudaGraphed:
     """`fn(*tensors) -> tensor` replayed from one CUDA graph per input signature (shapes, dtypes, device).
 
     The first call with a new signature warms `fn` up on a side stream (where `torch.compile` compiles)
-    and captures it; later calls copy the inputs into the static buffers and replay. The output is cloned
-    unless `clone_output=False` (then it is overwritten by the next call). Inputs off CUDA call `fn`
-    directly. Each graph keeps its own memory pool, so graphs of different shapes never share buffers.
+    and captures it; later calls copy the inputs into the static buffers and replay. The output is a
+    clone (the static one is overwritten by the next call). Inputs off CUDA call `fn` directly. Each
+    graph keeps its own memory pool, so graphs of different shapes never share buffers.
     Inputs at the positions in `constant_inputs` are copied only when another tensor object is passed
     there (for large per-generation constants; they must not be modified in place between calls).
     """
 
-    def __init__(self, fn: Callable[..., Tensor], warmup: int = 2, clone_output: bool = True,
-                 constant_inputs: tuple[int, ...] = ()):
+    def __init__(self, fn: Callable[..., Tensor], warmup: int = 2, constant_inputs: tuple[int, ...] = ()):
         self.fn = fn
         self.warmup = warmup
-        self.clone_output = clone_output
         self.constant_inputs = frozenset(constant_inputs)
         self._graphs: dict[tuple, _Captured] = {}
 
@@ -55,8 +53,6 @@ class CudaGraphed:
                 if i in self.constant_inputs:
                     entry.sources[i] = value
             entry.graph.replay()
-        if not self.clone_output:
-            return entry.output
         with torch.no_grad():
             return entry.output.clone()
 
