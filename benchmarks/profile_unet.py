@@ -1,7 +1,7 @@
 """Where one step of the fast UNet spends its GPU time: kernel count and the top kernels, printed.
 
     PYTHONPATH=. python benchmarks/profile_unet.py [--batch 1] [--compile] [--freeze] [--nohoist] [--top 25]
-        [--cudnn-benchmark] [--families] [--sdpa] [--gemm-conv-pixels 64]
+        [--cudnn-benchmark] [--families] [--sdpa] [--convs] [--gemm-conv-pixels 64]
 
 The released UNet configuration with random weights, bf16, hoisted (`HoistedUNet`) unless `--nohoist`,
 optionally through torch.compile. The profiled function runs eagerly (no CUDA graph) so that every
@@ -10,7 +10,8 @@ what the samplers run. Kernel times are the same in both; the graph removes the 
 `--cudnn-benchmark` lets cuDNN time its convolution algorithms instead of picking by heuristics;
 `--families` adds the kernel count and time per kernel family (Inductor's pointwise / reduction /
 persistent-reduction kernels, cuDNN convolutions, GEMMs, attention, memsets, copies); `--sdpa` times each
-`scaled_dot_product_attention` backend on the attention shapes of this UNet (in CUDA graphs).
+`scaled_dot_product_attention` backend on the attention shapes of this UNet (in CUDA graphs); `--convs`
+times every distinct convolution of a step both ways, cuDNN and unfold + GEMM (`GemmConv2d`), in CUDA graphs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch
 from bench_pipeline import profile_steps, unet_step_ms  # this script's folder is on sys.path
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from uvidm_backend.acceleration import FastUNet
+from uvidm_backend.acceleration import FastUNet, cast_module
+from uvidm_backend.acceleration.gemm_convs import GemmConv2d, gemm_compatible
 from uvidm_backend.models.unet import UNetConfig, UNetModel
 
 
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--cudnn-benchmark", action="store_true")
     parser.add_argument("--families", action="store_true")
     parser.add_argument("--sdpa", action="store_true")
+    parser.add_argument("--convs", action="store_true")
     parser.add_argument("--gemm-conv-pixels", type=int, default=64, help="FastUNet's gemm_conv_pixels (0: cuDNN only)")
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -51,6 +54,8 @@ def main() -> None:
     x = torch.randn(args.batch, config.in_channels, config.image_size, config.image_size, device=device)
     t = torch.full((args.batch,), 500, dtype=torch.long, device=device)
     context = torch.randn(args.batch, 1024, config.context_dim, device=device)
+    if args.convs:
+        time_convolutions(unet, x, t, context)
     mode = "default" if args.compile else None
     options = dict(compile_mode=mode, freeze=args.freeze, hoist=not args.nohoist,
                    gemm_conv_pixels=args.gemm_conv_pixels)
@@ -112,6 +117,34 @@ def time_sdpa_backends(config: UNetConfig, batch: int, device: torch.device, con
                 except RuntimeError as error:
                     cells.append(f"n/a ({str(error).splitlines()[0][:40]})")
             print(f"{tokens} | {keys} | {heads} x {channels // heads} | " + " | ".join(cells))
+
+
+def time_convolutions(unet: UNetModel, x, t, context) -> None:
+    """µs per call of each distinct convolution of a bf16 channels-last step, on cuDNN and as unfold + GEMM."""
+    fast = cast_module(unet, torch.bfloat16, channels_last=True)
+    shapes: collections.Counter = collections.Counter()
+    convs: dict[tuple, torch.nn.Conv2d] = {}
+
+    def record(conv, inputs, _output):
+        key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, tuple(inputs[0].shape[2:]))
+        shapes[key] += 1
+        convs.setdefault(key, conv)
+
+    hooks = [m.register_forward_hook(record) for m in fast.modules() if gemm_compatible(m)]
+    fast(x.bfloat16(), t, context.bfloat16())
+    for hook in hooks:
+        hook.remove()
+    print("in | out | kernel | stride | input | per step | cuDNN µs | GEMM µs")
+    saved = 0.0
+    for key, count in sorted(shapes.items(), key=lambda item: -item[0][4][0]):
+        conv = convs[key]
+        inp = torch.randn(x.shape[0], key[0], *key[4], device=x.device, dtype=torch.bfloat16)
+        inp = inp.contiguous(memory_format=torch.channels_last)
+        cudnn_us = _graph_us(functools.partial(conv, inp))
+        gemm_us = _graph_us(functools.partial(GemmConv2d(conv, max_pixels=1 << 30), inp))
+        saved += count * max(0.0, cudnn_us - gemm_us)
+        print(f"{key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {count} | {cudnn_us:.1f} | {gemm_us:.1f}")
+    print(f"µs per step saved by the faster of the two for every convolution: {saved:.0f}")
 
 
 def _sdpa(backend, q, k):
