@@ -16,12 +16,19 @@ Two measurements:
    (coordinate_descent_tuning), `noepilogue` (epilogue_fusion off), `mmtune` (max_autotune_gemm: Triton GEMM
    templates with fused epilogues where they win), `nosplit` (split_reductions off: one kernel per
    normalisation's statistics), `combo` (combo_kernels), `aggressive` (aggressive_fusion), `nogemm` (every
-   convolution on cuDNN; by default those of at most 64 output pixels run as GEMMs, `GemmConv2d`), `gemm16`
-   (only those of at most 16), `flashsmall` (the small attentions off cuDNN, see `HoistedUNet`); plain `fp32`
-   is the eager float32 reference.
+   convolution on cuDNN; by default those of at most 64 output pixels run as GEMMs, `GemmConv2d`), `gemm<N>`
+   (those of at most N, e.g. gemm16), `pw<N>` (1 x 1 ones of at most N), `noflash` (every attention on
+   PyTorch's choice, cuDNN; by default the small ones run without it, see `HoistedUNet`), `notable` (time
+   projections computed at every step instead of looked up in the table of the 1000 trained timesteps),
+   `nofuse` (the sampler update as separate eager kernels instead of one compiled kernel, `fused_update`),
+   `condgraph` (the float32 condition fuser replayed from a CUDA graph); plain `fp32` is the eager float32
+   reference.
    `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
    each fast row with the float32 eager one on the same inputs and replayed noise (relative error
-   max|fast - ref| / max|ref| of the final latent and of the decoded texture).
+   max|fast - ref| / max|ref| of the final latent and of the decoded texture). "total ms" sums the three
+   stages (condition fuser, sampler, decoder), each timed on its own between synchronisations;
+   "end-to-end ms" runs them back to back as the pipeline does, synchronising once at the end (the host's
+   preparation of a stage then overlaps the GPU's work on the previous one); heads/s is batch / end-to-end.
 2. pipeline: photo -> files on the tiny random-weight model folder (uvidm_backend.devtools),
    per stage, with t1.jpg and its fixture landmarks (the numbers show the fixed costs of every
    stage around the networks: alignment, parsing, UV sampling, texture, preview, export).
@@ -42,9 +49,10 @@ from pathlib import Path
 
 import torch
 
-from uvidm_backend.acceleration import FastDecoder, FastUNet, parse_dtype
-from uvidm_backend.diffusion import ddim_schedule, sample_ddim
+from uvidm_backend.acceleration import CudaGraphed, FastDecoder, FastUNet, fused_update, parse_dtype
+from uvidm_backend.diffusion import ddim_schedule, ddim_update, dpmpp_2m_update, sample_ddim
 from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
+from uvidm_backend.diffusion.schedule import NUM_TIMESTEPS
 from uvidm_backend.models.stack import LatentDiffusionNetworks
 
 log = logging.getLogger("bench")
@@ -90,7 +98,11 @@ class Variant:
     decoder_compile: bool = False
     inductor_options: tuple[tuple[str, object], ...] = ()
     gemm_conv_pixels: int = 64
-    flash_small_attention: bool = False
+    flash_small_attention: bool = True
+    timestep_table: int = NUM_TIMESTEPS
+    fused_update: bool = True
+    gemm_pointwise_pixels: int | None = None
+    condition_graph: bool = False
 
     @property
     def reference(self) -> bool:
@@ -123,10 +135,18 @@ class Variant:
                 fields["decoder_compile"] = True
             elif flag == "nogemm":
                 fields["gemm_conv_pixels"] = 0
-            elif flag == "flashsmall":
-                fields["flash_small_attention"] = True
-            elif flag == "gemm16":
-                fields["gemm_conv_pixels"] = 16
+            elif flag == "noflash":
+                fields["flash_small_attention"] = False
+            elif flag.startswith("gemm") and flag[4:].isdigit():
+                fields["gemm_conv_pixels"] = int(flag[4:])
+            elif flag.startswith("pw") and flag[2:].isdigit():
+                fields["gemm_pointwise_pixels"] = int(flag[2:])
+            elif flag == "condgraph":
+                fields["condition_graph"] = True
+            elif flag == "notable":
+                fields["timestep_table"] = 0
+            elif flag == "nofuse":
+                fields["fused_update"] = False
             elif flag == "cudnnbench":
                 fields["cudnn_benchmark"] = True
             else:
@@ -139,12 +159,14 @@ class Variant:
         return {"dtype": self.dtype, "compile_mode": self.compile_mode, "cuda_graph": self.cuda_graph,
                 "channels_last": self.channels_last, "freeze": self.freeze, "hoist": self.hoist,
                 "inductor_options": self.inductor_options, "gemm_conv_pixels": self.gemm_conv_pixels,
-                "flash_small_attention": self.flash_small_attention}
+                "flash_small_attention": self.flash_small_attention, "timestep_table": self.timestep_table,
+                "gemm_pointwise_pixels": self.gemm_pointwise_pixels}
 
     def build(self, networks: LatentDiffusionNetworks, unets: dict[tuple, FastUNet]):
-        """(eps model, decoder); variants that differ only in the decoder share one FastUNet from `unets`."""
+        """(eps model, decoder, condition fuser); variants that differ only in the decoder or the condition
+        fuser share one FastUNet from `unets`."""
         if self.reference:
-            return networks.unet, networks.decode_latent
+            return networks.unet, networks.decode_latent, networks.condition_fuser
         if self.cudnn_benchmark:  # global: also applies to every variant built after this one
             torch.backends.cudnn.benchmark = True
         options = self.unet_options
@@ -154,7 +176,8 @@ class Variant:
         unet = unets[key]
         decoder = FastDecoder(networks, self.decoder_dtype or self.dtype, "default" if self.decoder_compile else None,
                               self.cuda_graph, self.decoder_channels_last)
-        return unet, decoder
+        fuser = CudaGraphed(networks.condition_fuser) if self.condition_graph else networks.condition_fuser
+        return unet, decoder, fuser
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -206,6 +229,15 @@ def measure_sampler(sample, unet, decode, x_T, tokens, schedule, generator, devi
     return latent, image, sampler_s, decode_s
 
 
+def measure_end_to_end(condition_fuser, partial, sample, unet, decode, x_T, schedule, generator, device,
+                       runs: int) -> float:
+    """Median seconds of the generation stage as the pipeline runs it: condition fuser, sampling and decoding
+    back to back, one synchronisation at the end."""
+    seconds, _ = timed(lambda: decode(sample(unet, x_T, condition_fuser(partial), schedule, generator=generator)),
+                       device, runs, warm=False)
+    return seconds
+
+
 @torch.inference_mode()
 def bench_fast(device: torch.device, batches: list[int], specs: list[str], samplers: list[str], steps: int,
                dpm_steps: int, runs: int, ref_runs: int, check: bool, budget: float) -> list[dict]:
@@ -220,6 +252,7 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
     schedules = {"ddim": ddim_schedule(networks.schedule, steps, 1.0), "dpmpp": dpmpp_schedule(networks.schedule,
                                                                                                 dpm_steps)}
     samplers_fn = {"ddim": sample_ddim, "dpmpp": sample_dpmpp_2m}
+    updates = {"ddim": ddim_update, "dpmpp": dpmpp_2m_update}
     rows = []
     for batch in batches:
         generator = torch.Generator(device=device).manual_seed(batch)
@@ -228,7 +261,6 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
         tokens = networks.condition_fuser(partial)
         t_probe = torch.full((batch,), 500, dtype=torch.long, device=device)
         eps_ref = networks.unet(x_T, t_probe, tokens)
-        condition_s, _ = timed(functools.partial(networks.condition_fuser, partial), device, runs)
         references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for variant in variants:
             elapsed = time.perf_counter() - started
@@ -239,17 +271,20 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
             setup = time.perf_counter()
             if variant.spec not in built:
                 built[variant.spec] = variant.build(networks, unets)
-            unet, decode = built[variant.spec]
+            unet, decode, condition_fuser = built[variant.spec]
             eps = unet(x_T, t_probe, tokens)
             image = decode(x_T)
             synchronize(device)
             setup_s = time.perf_counter() - setup
+            condition_s, _ = timed(functools.partial(condition_fuser, partial), device, runs)
             step_ms = unet_step_ms(unet, x_T, t_probe, tokens, device, 3 if variant.reference else 20)
             kernels = kernels_per_step(unet, x_T, t_probe, tokens) if device.type == "cuda" and not variant.reference \
                 else ("", "")
             n_runs = ref_runs if variant.reference and batch > 1 else runs
             for sampler in samplers:
                 schedule, sample = schedules[sampler], samplers_fn[sampler]
+                if variant.fused_update and not variant.reference:
+                    sample = functools.partial(sample, update=fused_update(updates[sampler]))
                 row = {"batch": batch, "variant": variant.spec, "sampler": sampler,
                        "steps": steps if sampler == "ddim" else dpm_steps, "setup s": setup_s,
                        "UNet step ms": step_ms, "kernels": kernels[0], "memsets": kernels[1],
@@ -267,8 +302,11 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
                     row["texture rel err [0,1]"] = relative_error(((image + 1) / 2).clamp(0, 1),
                                                                   ((ref_image + 1) / 2).clamp(0, 1))
                 total = condition_s + sampler_s + decode_s
+                end_to_end_s = measure_end_to_end(condition_fuser, partial, sample, unet, decode, x_T,
+                                                  schedule, generator, device, n_runs)
                 row.update({"condition ms": condition_s * 1e3, "sampler ms": sampler_s * 1e3,
-                            "decode ms": decode_s * 1e3, "total ms": total * 1e3, "heads/s": batch / total})
+                            "decode ms": decode_s * 1e3, "total ms": total * 1e3,
+                            "end-to-end ms": end_to_end_s * 1e3, "heads/s": batch / end_to_end_s})
                 rows.append(row)
                 log.info("%s", {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
             del eps, image
@@ -280,7 +318,8 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
 
 def print_fast_rows(rows: list[dict]) -> None:
     columns = ["batch", "variant", "sampler", "steps", "UNet step ms", "kernels", "memsets", "condition ms",
-               "sampler ms", "decode ms", "total ms", "heads/s", "setup s", "eps rel err", "latent rel err",
+               "sampler ms", "decode ms", "total ms", "end-to-end ms", "heads/s", "setup s", "eps rel err",
+               "latent rel err",
                "texture rel err"]
     print(" | ".join(columns))
     for row in rows:

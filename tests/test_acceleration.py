@@ -13,11 +13,13 @@ from uvidm_backend.acceleration import (
     HoistedUNet,
     cast_module,
     compile_unet,
+    fused_update,
     parse_dtype,
+    warmed_fused_updates,
 )
 from uvidm_backend.acceleration.gemm_convs import GemmConv2d, convs_as_gemms
 from uvidm_backend.acceleration.hoisted_unet import prefers_flash
-from uvidm_backend.diffusion import ddim_schedule, sample_ddim
+from uvidm_backend.diffusion import ddim_schedule, ddim_update, dpmpp_2m_update, sample_ddim
 from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
 from uvidm_backend.models.attention import BasicTransformerBlock
 from uvidm_backend.models.autoencoder import AutoencoderConfig, DDConfig
@@ -79,7 +81,7 @@ def test_cast_module_leaves_the_original(networks):
 def test_float32_fast_unet_is_the_network(networks):
     """Without reduced precision, channels-last nor GEMM convolutions the wrapper adds nothing to the function."""
     x, t, context = _inputs()
-    fast = FastUNet(networks.unet, torch.float32, channels_last=False, gemm_conv_pixels=0)
+    fast = FastUNet(networks.unet, torch.float32, channels_last=False, gemm_conv_pixels=0, timestep_table=0)
     assert torch.equal(fast(x, t, context), networks.unet(x, t, context))
     # A scalar timestep is broadcast over the batch.
     assert torch.equal(fast(x, t[:1].squeeze(), context), networks.unet(x, t[:1].expand(2), context))
@@ -256,6 +258,14 @@ def test_convs_as_gemms_wraps_the_plain_convolutions(networks):
                    for p in unet.modules() for m in p.children())
     with pytest.raises(ValueError, match="grouped"):
         GemmConv2d(nn.Conv2d(4, 4, 3, groups=2), 16)
+    split = cast_module(networks.unet, torch.float32)
+    convs_as_gemms(split, 16, pointwise_max_pixels=1024)
+    limits = {(m.conv.kernel_size, m.max_pixels) for m in split.modules() if isinstance(m, GemmConv2d)}
+    assert limits == {((1, 1), 1024), ((3, 3), 16)}
+    for compile_mode, pointwise in [(None, 1024), ("default", 64)]:  # measured defaults: see FastUNet
+        fast = FastUNet(networks.unet, torch.float32, compile_mode=compile_mode, cuda_graph=False)
+        limits = {(m.conv.kernel_size, m.max_pixels) for m in fast.unet.modules() if isinstance(m, GemmConv2d)}
+        assert limits == {((1, 1), pointwise), ((3, 3), 64)}
     x, t, context = _inputs()  # batch 2 of 8 x 8: the 4 x 4 level (32 pixels) runs as GEMMs, the 8 x 8 one not
     fast = FastUNet(networks.unet, torch.float32, channels_last=False, gemm_conv_pixels=32)
     actual, expected = fast(x, t, context), networks.unet(x, t, context)
@@ -285,3 +295,65 @@ def test_small_attention_backends_on_gpu():
     x, t, context = _inputs(1, "cuda")
     flash = FastUNet(networks.unet, torch.bfloat16, flash_small_attention=True)
     assert _rel(flash(x, t, context), networks.unet(x, t, context)) < 5e-2
+
+
+# -- time projections from a table -----------------------------------------------------------------------------
+
+
+def test_timestep_table_is_the_time_projections(networks):
+    x, t, context = _inputs()
+    plain = HoistedUNet(networks.unet)
+    tabled = HoistedUNet(networks.unet, timestep_table=1000)
+    assert tabled.emb_table.shape == (1000, sum(tabled.emb_sizes))
+    steps = torch.tensor([0, 1, 500, 999])
+    torch.testing.assert_close(tabled.emb_table[steps], plain.time_projections(steps), rtol=1e-5, atol=1e-5)
+    kv = plain.context_kv(context)
+    torch.testing.assert_close(tabled(x, t, kv), plain(x, t, kv), rtol=1e-5, atol=1e-5)
+    fast = FastUNet(networks.unet, torch.bfloat16, timestep_table=1000)
+    assert fast.hoisted.emb_table.dtype == torch.bfloat16
+    assert _rel(fast(x, t, context), networks.unet(x, t, context)) < 5e-2
+
+
+# -- the sampler update fused into one kernel -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_fused_updates_sample_the_same_latents(networks, device):
+    """torch.compile (Inductor: C++ on the CPU, Triton on the GPU) of each update: one graph for every step."""
+    from torch._dynamo.utils import counters
+
+    networks = networks if device == "cpu" else _networks("cuda")
+    x, _, context = _inputs(2, device)
+    torch._dynamo.reset()
+    counters.clear()
+    # TF32 convolutions (cuDNN's float32 default) would amplify the update's last-bit differences.
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        _sample_both_ways(networks, x, context, device)
+    assert counters["stats"]["unique_graphs"] == 2  # one per update function
+
+
+def _sample_both_ways(networks, x, context, device):
+    for steps in (6, 4):  # a second step count reuses the compiled update
+        for sample, schedule, update in [(sample_ddim, ddim_schedule(networks.schedule, steps, eta=1.0), ddim_update),
+                                         (sample_dpmpp_2m, dpmpp_schedule(networks.schedule, steps), dpmpp_2m_update)]:
+            expected = sample(networks.unet, x, context, schedule,
+                              generator=torch.Generator(device).manual_seed(steps))
+            actual = sample(networks.unet, x, context, schedule, generator=torch.Generator(device).manual_seed(steps),
+                            update=fused_update(update))
+            torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_warmed_fused_updates_are_compiled_at_start_up():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    updates = warmed_fused_updates((1, 4, LATENT, LATENT), torch.device("cpu"))
+    assert updates["ddim"] is fused_update(ddim_update) and updates["dpmpp"] is fused_update(dpmpp_2m_update)
+    assert counters["stats"]["unique_graphs"] == 2
+    networks = _networks()
+    x, _, context = _inputs(1)
+    with torch.inference_mode():  # as the pipeline samples (inference tensors): the warm-up's compilations serve it
+        sample_ddim(networks.unet, x.clone(), context, ddim_schedule(networks.schedule, 4, eta=1.0),
+                    update=updates["ddim"])
+    assert counters["stats"]["unique_graphs"] == 2

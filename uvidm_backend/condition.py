@@ -10,6 +10,7 @@ the UNet's cross-attention tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,8 @@ class ConditionStage(nn.Module):
         self.recon_net = recon_net
         self.seg_model = seg_model
         self.condition_fuser = condition_fuser
+        # The fast path sets a CUDA-graphed replay of the fuser here (None: run the module).
+        self.fuse_tokens: Callable[[Tensor], Tensor] | None = None
         self.face_model = face_model
         self.register_buffer("uv_vertex_index", uv_vertex_index.long(), persistent=False)
         self.register_buffer("barycentric_weight", barycentric_weight.float(), persistent=False)
@@ -95,6 +98,6 @@ class ConditionStage(nn.Module):
         skin = self.parse_skin(photo01)
         partial, mask = remap_texture_from_image(photo01, projected, normals, skin, self.uv_vertex_index,
                                                  self.barycentric_weight, vertex_visibility)
-        tokens = self.condition_fuser(partial * 2 - 1)
+        tokens = (self.fuse_tokens or self.condition_fuser)(partial * 2 - 1)
         return Condition(tokens=tokens, coefficients=coefficients, partial_texture=partial, mask=mask,
                          projected=projected, skin=skin)

@@ -15,6 +15,7 @@ from uvidm_backend.diffusion import (
     linear_schedule,
     sample_ddim,
 )
+from uvidm_backend.diffusion.ddim import ddim_coefficients, tables_on_device
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +145,20 @@ def test_dtype_follows_latent(schedule, dtype):
     x = sample_ddim(_ToyEps(), _latent(dtype=dtype), torch.zeros(2, 3, 5, dtype=dtype), ddim,
                     generator=torch.Generator().manual_seed(0))
     assert x.dtype == dtype and torch.isfinite(x).all()
+
+
+def test_sampler_tables_are_made_once_per_schedule_and_dtype(schedule):
+    ddim = ddim_schedule(schedule, 5, eta=1.0)
+    builds = []
+
+    def build():
+        builds.append(1)
+        return ddim.timesteps, ddim_coefficients(ddim)
+
+    first = tables_on_device(ddim, torch.device("cpu"), torch.float32, build)
+    assert tables_on_device(ddim, torch.device("cpu"), torch.float32, build) is first and len(builds) == 1
+    tables_on_device(ddim, torch.device("cpu"), torch.float64, build)
+    assert len(builds) == 2
+    timesteps, coefficients = first
+    assert coefficients.shape == (5, 8) and torch.equal(coefficients[:, 0], ddim.alphas.float())
+    assert torch.equal(coefficients[:, 4:], torch.zeros(5, 4))

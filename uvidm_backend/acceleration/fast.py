@@ -32,7 +32,11 @@ from torch import Tensor, nn
 from uvidm_backend.acceleration.gemm_convs import convs_as_gemms
 from uvidm_backend.acceleration.graphs import CudaGraphed
 from uvidm_backend.acceleration.hoisted_unet import HoistedUNet
+from uvidm_backend.diffusion.schedule import NUM_TIMESTEPS
 from uvidm_backend.models.unet import batch_timesteps
+
+#: Output pixels up to which the uncompiled fast UNet runs 1 x 1 convolutions as GEMMs: at batch 1 all of them.
+POINTWISE_GEMM_PIXELS = 1024
 
 #: `torch.compile` modes that capture their own CUDA graphs (ours are then left off).
 _SELF_GRAPHING_MODES = ("reduce-overhead", "max-autotune")
@@ -93,22 +97,32 @@ class FastUNet:
     once per context tensor (by identity: samplers pass one tensor for a whole generation; it must not be
     modified in place between steps), the time projections and self-attention projections in one GEMM each.
     `gemm_conv_pixels`: convolutions with at most this many output pixels (batch included) run as one GEMM
-    (`GemmConv2d`; at batch 1 the 8 x 8 and smaller levels); 0 keeps every convolution on cuDNN.
-    `flash_small_attention` (hoisted only) keeps the small attentions off cuDNN (see `HoistedUNet`).
+    (`GemmConv2d`; at batch 1 the 8 x 8 and smaller levels); 0 keeps every convolution on cuDNN;
+    `gemm_pointwise_pixels` is that limit for the 1 x 1 convolutions (default: `POINTWISE_GEMM_PIXELS` without
+    torch.compile, the same as `gemm_conv_pixels` with it).
+    `flash_small_attention` (hoisted only) keeps the small attentions off cuDNN (see `HoistedUNet`);
+    `timestep_table` (hoisted only; 0 for none) is the number of trained timesteps whose time projections are
+    tabulated once instead of computed at every step (default: the official schedule's 1000; later ones are
+    clamped to the last row, so pass the model's own count where it differs).
     Inputs and output keep the caller's dtype (float32 latents stay float32 between steps).
     """
 
     def __init__(self, unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, compile_mode: str | None = None,
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False, hoist: bool = True,
                  inductor_options: Mapping[str, object] | None = None, gemm_conv_pixels: int = 64,
-                 flash_small_attention: bool = False):
+                 flash_small_attention: bool = True, timestep_table: int = NUM_TIMESTEPS,
+                 gemm_pointwise_pixels: int | None = None):
         self.dtype = parse_dtype(dtype)
         self.compile_mode = compile_mode
         self.config = getattr(unet, "config", None)
         self.unet = cast_module(unet, self.dtype, channels_last)
+        if gemm_pointwise_pixels is None:
+            # Measured on an H200 at batch 1: every 1 x 1 convolution (up to the 32 x 32 level) as a GEMM took
+            # 51 µs off the graphed step, but added 45 µs to the compiled one (docs/PERFORMANCE.md).
+            gemm_pointwise_pixels = gemm_conv_pixels if compile_mode else POINTWISE_GEMM_PIXELS
         if gemm_conv_pixels > 0:
-            convs_as_gemms(self.unet, gemm_conv_pixels)
-        self.hoisted = HoistedUNet(self.unet, flash_small_attention) if hoist else None
+            convs_as_gemms(self.unet, gemm_conv_pixels, gemm_pointwise_pixels)
+        self.hoisted = HoistedUNet(self.unet, flash_small_attention, timestep_table) if hoist else None
         self._forward = _compiled(self.hoisted or self.unet, compile_mode, freeze, inductor_options)
         self_graphing = compile_mode in _SELF_GRAPHING_MODES
         constant = (2,) if hoist else ()
@@ -181,7 +195,8 @@ def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, bat
                  latent_size: int | None = None, context_len: int | None = None, compile_mode: str | None = None,
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False,
                  hoist: bool = True, inductor_options: Mapping[str, object] | None = None,
-                 gemm_conv_pixels: int = 64, flash_small_attention: bool = False) -> FastUNet:
+                 gemm_conv_pixels: int = 64, flash_small_attention: bool = True,
+                 timestep_table: int = NUM_TIMESTEPS) -> FastUNet:
     """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given.
 
     `latent_size` defaults to the config's `image_size`; `context_len` to 1024 (the condition fuser's
@@ -189,7 +204,7 @@ def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, bat
     of the first generation.
     """
     fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze, hoist, inductor_options,
-                    gemm_conv_pixels, flash_small_attention)
+                    gemm_conv_pixels, flash_small_attention, timestep_table)
     if batch is not None:
         config = fast.config
         device = next(unet.parameters()).device

@@ -51,15 +51,18 @@ def gemm_compatible(conv: nn.Module) -> bool:
             and not isinstance(conv.padding, str))
 
 
-def convs_as_gemms(module: nn.Module, max_pixels: int) -> int:
-    """Wraps every compatible `nn.Conv2d` inside `module` in a `GemmConv2d` (in place); returns how many."""
+def convs_as_gemms(module: nn.Module, max_pixels: int, pointwise_max_pixels: int | None = None) -> int:
+    """Wraps every compatible `nn.Conv2d` inside `module` in a `GemmConv2d` (in place); returns how many.
+
+    1 x 1 convolutions get `pointwise_max_pixels` (default `max_pixels`): they need no unfold."""
     wrapped = 0
     for name, child in list(module.named_children()):
         if gemm_compatible(child):
-            setattr(module, name, GemmConv2d(child, max_pixels))
+            pointwise = child.kernel_size == (1, 1) and pointwise_max_pixels is not None
+            setattr(module, name, GemmConv2d(child, pointwise_max_pixels if pointwise else max_pixels))
             wrapped += 1
         elif not isinstance(child, GemmConv2d):
-            wrapped += convs_as_gemms(child, max_pixels)
+            wrapped += convs_as_gemms(child, max_pixels, pointwise_max_pixels)
     return wrapped
 
 

@@ -5,7 +5,9 @@ keys and values of the 21 cross-attentions are a function of the generation, not
 ResBlock time projections depend on the timestep alone. `HoistedUNet` therefore
 
 * computes every cross-attention's keys and values in one GEMM per generation (`context_kv`),
-* computes the 35 time projections of a step in one GEMM (their weights concatenated),
+* computes the 35 time projections of a step in one GEMM (their weights concatenated), or, with
+  `timestep_table=T`, looks them up in a table computed once for the trained timesteps 0 .. T-1
+  (the time MLP and that GEMM, about 75 MB of weights read per step, leave the step),
 * projects self-attention queries, keys and values in one GEMM per block (weights concatenated),
 
 and runs everything else through `UNetModel.run_blocks`, the skeleton `UNetModel.forward` runs too. At batch 1
@@ -18,8 +20,8 @@ is a frozen copy anyway).
 With `flash_small_attention`, attentions of few queries run without the cuDNN backend (so on the flash
 kernel where it applies), which PyTorch prefers for all of them on Hopper: timed alone on an H200, the
 flash kernel took 9.9 against 16.9 µs for 16 queries over the 1,024 context tokens, 11.4 against 13.2 µs
-for 64, and 4.2 against 6.6 µs for a 16-token self-attention (docs/PERFORMANCE.md). Off by default until
-measured in a whole step.
+for 64, and 4.2 against 6.6 µs for a 16-token self-attention (docs/PERFORMANCE.md). In a whole step it took
+67 µs off the graphed UNet; `FastUNet` turns it on. The time-projection table took another 27 µs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from uvidm_backend.models.attention import BasicTransformerBlock, SpatialTransformer
-from uvidm_backend.models.unet import ResBlock, UNetModel
+from uvidm_backend.models.unet import ResBlock, UNetModel, batch_timesteps
 
 
 def _layers_in_forward_order(unet: UNetModel) -> list[nn.Module]:
@@ -42,7 +44,7 @@ def _layers_in_forward_order(unet: UNetModel) -> list[nn.Module]:
 class HoistedUNet(nn.Module):
     """`forward(x, timesteps, kv)` = `unet(x, timesteps, context)` where `kv = context_kv(context)`."""
 
-    def __init__(self, unet: UNetModel, flash_small_attention: bool = False):
+    def __init__(self, unet: UNetModel, flash_small_attention: bool = False, timestep_table: int = 0):
         super().__init__()
         self.unet = unet
         self.flash_small_attention = flash_small_attention
@@ -54,6 +56,11 @@ class HoistedUNet(nn.Module):
         self.register_buffer("emb_weight", torch.cat([p.weight for p in projections]).detach().clone())
         self.register_buffer("emb_bias", torch.cat([p.bias for p in projections]).detach().clone())
         self.emb_sizes = [p.out_features for p in projections]
+        self.register_buffer("emb_table", None)
+        if timestep_table:
+            # Row t = time_projections(t), computed as the step would (same dtype), in one batch.
+            with torch.no_grad():
+                self.emb_table = self.time_projections(torch.arange(timestep_table, device=self.emb_weight.device))
         cross = [b.attn2 for b in self.transformer_blocks]
         # Per block (k rows, then v rows): one GEMM of the context gives every key and value.
         self.register_buffer("kv_weight", torch.cat([w for a in cross for w in (a.to_k.weight, a.to_v.weight)])
@@ -68,10 +75,21 @@ class HoistedUNet(nn.Module):
         """(B, M, context_dim) -> (B, M, sum of 2 x inner dims): every cross-attention's keys and values."""
         return F.linear(context.to(self.kv_weight.dtype), self.kv_weight)
 
-    def forward(self, x: Tensor, timesteps: Tensor, kv: Tensor) -> Tensor:
-        emb = self.unet.time_embedding(timesteps, x)
+    def time_projections(self, timesteps: Tensor) -> Tensor:
+        """(B,) timesteps -> (B, sum of the ResBlocks' projection sizes): every ResBlock's `emb_layers(emb)`."""
+        emb = self.unet.time_embedding(timesteps, timesteps)
         # Same as each ResBlock's emb_layers (SiLU, Linear), all at once.
-        emb_outs = iter(torch.split(F.linear(F.silu(emb), self.emb_weight, self.emb_bias), self.emb_sizes, dim=1))
+        return F.linear(F.silu(emb), self.emb_weight, self.emb_bias)
+
+    def forward(self, x: Tensor, timesteps: Tensor, kv: Tensor) -> Tensor:
+        timesteps = batch_timesteps(timesteps, x)
+        if self.emb_table is None:
+            projections = self.time_projections(timesteps)
+        else:
+            # Clamped: an out-of-range index would be a device-side assert inside a CUDA graph. The
+            # samplers only ask for trained timesteps, which the table covers.
+            projections = self.emb_table[timesteps.clamp(0, self.emb_table.shape[0] - 1)]
+        emb_outs = iter(torch.split(projections, self.emb_sizes, dim=1))
         kvs = iter(torch.split(kv, self.kv_sizes, dim=-1))
         qkv_weights = iter([getattr(self, name) for name in self.qkv_names])
 

@@ -5,8 +5,8 @@ Pure functions over tensors (k-diffusion style): `linear_schedule` → `ddim_sch
 (`dpmpp_schedule` → `sample_dpmpp_2m`), which needs fewer steps.
 """
 
-from .ddim import DDIMStep, EpsModel, NoiseSource, ddim_step, gaussian_noise, sample_ddim
-from .dpmsolver import DPMSolverSchedule, dpmpp_schedule, dpmpp_timesteps, sample_dpmpp_2m
+from .ddim import DDIMStep, EpsModel, NoiseSource, SamplerUpdate, ddim_step, ddim_update, gaussian_noise, sample_ddim
+from .dpmsolver import DPMSolverSchedule, dpmpp_2m_update, dpmpp_schedule, dpmpp_timesteps, sample_dpmpp_2m
 from .schedule import (
     PERSISTENT_BUFFERS,
     DDIMSchedule,
@@ -24,9 +24,12 @@ __all__ = [
     "DiffusionSchedule",
     "EpsModel",
     "NoiseSource",
+    "SamplerUpdate",
     "ddim_schedule",
     "ddim_step",
+    "ddim_update",
     "ddim_timesteps",
+    "dpmpp_2m_update",
     "dpmpp_schedule",
     "dpmpp_timesteps",
     "gaussian_noise",

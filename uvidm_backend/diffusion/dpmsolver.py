@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .ddim import DDIMStep, EpsModel, NoiseSource, gaussian_noise
+from .ddim import DDIMStep, EpsModel, NoiseSource, SamplerUpdate, gaussian_noise, tables_on_device
 from .schedule import DiffusionSchedule
 
 SPACINGS = ("time", "logsnr")
@@ -117,37 +117,58 @@ def dpmpp_schedule(schedule: DiffusionSchedule, steps: int = 20, eta: float = 0.
                              eta=float(eta))
 
 
+def dpmpp_2m_coefficients(schedule: DPMSolverSchedule, dtype: torch.dtype) -> torch.Tensor:
+    """(steps, 8) in `dtype` (float64 for float64 latents, else float32: the precision the latent's arithmetic
+    gives Python floats): per step alpha_s, sigma_s, x_coef, d_coef, noise_coef and the extrapolation weight
+    0.5 / r of a second-order step (0 for a first-order one), padded to 32-byte rows."""
+    steps = schedule.num_steps
+    second_order = torch.tensor([order == 2 and step > 0 for step, order in enumerate(schedule.orders)])
+    extrapolation = torch.where(second_order, 0.5 / schedule.ratios, torch.zeros(steps, dtype=torch.float64))
+    columns = [schedule.alphas[:-1], schedule.sigmas[:-1], schedule.x_coef, schedule.d_coef, schedule.noise_coef,
+               extrapolation]
+    table = torch.nn.functional.pad(torch.stack(columns, dim=1), (0, 2))
+    return table.to(torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+def dpmpp_2m_update(x: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor, coefficients: torch.Tensor,
+                    previous_x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DPM-Solver++(2M) step from the model's eps (a `SamplerUpdate` given `previous_x0`; the first step
+    passes any finite tensor, its extrapolation weight being 0, which leaves D = x0 exactly).
+    Returns (x_next, x0)."""
+    alpha, sigma, x_coef, d_coef, noise_coef, extrapolation = coefficients[:6].unbind()
+    x0 = (x - sigma * eps) / alpha
+    d = x0 + (x0 - previous_x0) * extrapolation
+    return x_coef * x + d_coef * d + noise_coef * noise, x0
+
+
 @torch.no_grad()
 def sample_dpmpp_2m(model: EpsModel, x_T: torch.Tensor, context: torch.Tensor, schedule: DPMSolverSchedule,
                     noise: NoiseSource | None = None, generator: torch.Generator | None = None,
-                    callback: Callable[[DDIMStep], None] | None = None) -> torch.Tensor:
+                    callback: Callable[[DDIMStep], None] | None = None,
+                    update: SamplerUpdate = dpmpp_2m_update) -> torch.Tensor:
     """Runs DPM-Solver++(2M) from `x_T` (taken at t_0) to the noise level of t_N.
 
     Conventions of `sample_ddim`: `model(x, t, context) -> eps` with `t` an int64 (B,) tensor; `noise` is
     called once per step (default `gaussian_noise(generator)`) whatever eta is, so a seeded stream advances
     identically (it is multiplied by 0 when eta = 0); `callback` gets a `DDIMStep` after every step and may
-    raise to cancel. Device and dtype follow `x_T`; the coefficients are Python floats from float64.
+    raise to cancel. Device and dtype follow `x_T`; the coefficients are computed in float64 and applied in
+    the latent's precision (`dpmpp_2m_coefficients`). `update` is `dpmpp_2m_update` or a fused equivalent.
     """
     if noise is None:
         noise = gaussian_noise(generator)
     device = x_T.device
     timesteps = schedule.timesteps.tolist()
-    alphas, sigmas = schedule.alphas.tolist(), schedule.sigmas.tolist()
-    x_coef, d_coef = schedule.x_coef.tolist(), schedule.d_coef.tolist()
-    noise_coef, ratios = schedule.noise_coef.tolist(), schedule.ratios.tolist()
+    timesteps_on_device, coefficients = tables_on_device(
+        schedule, device, x_T.dtype,
+        lambda: (schedule.timesteps.to(torch.long), dpmpp_2m_coefficients(schedule, x_T.dtype)))
 
     x = x_T
-    previous_x0: torch.Tensor | None = None
+    # Any finite tensor other than x (an alias would compile a fused update twice): its weight is 0 at first.
+    previous_x0 = torch.zeros_like(x_T)
     total = schedule.num_steps
     for step in range(total):
-        t = torch.full((x.shape[0],), timesteps[step], dtype=torch.long, device=device)
-        eps = model(x, t, context)
-        x0 = (x - sigmas[step] * eps) / alphas[step]
-        if schedule.orders[step] == 2 and previous_x0 is not None:
-            d = x0 + (x0 - previous_x0) * (0.5 / ratios[step])
-        else:
-            d = x0
-        x = x_coef[step] * x + d_coef[step] * d + noise_coef[step] * noise(step, x)
+        eps = model(x, timesteps_on_device[step].expand(x.shape[0]), context)
+        x, x0 = update(x, eps, noise(step, x), coefficients[step], previous_x0)
         previous_x0 = x0
         if callback is not None:
             callback(DDIMStep(index=step, total=total, t=timesteps[step], x=x, pred_x0=x0))

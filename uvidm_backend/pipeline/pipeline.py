@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from uvidm_backend import __version__
-from uvidm_backend.acceleration import FastDecoder, compile_unet
+from uvidm_backend.acceleration import EAGER_UPDATES, CudaGraphed, FastDecoder, compile_unet, warmed_fused_updates
 from uvidm_backend.condition import ConditionStage
 from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
 from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
@@ -171,6 +171,8 @@ class Pipeline:
         self.export_triangles = outward_triangles(mean_shape, bfm.full_triangles)
         self.fast = fast if device.type == "cuda" else "off"
         self.eps_model, self.decode = self.networks.unet, self.networks.decode_latent
+        self.sampler_updates = EAGER_UPDATES
+        self._schedules: dict[tuple, object] = {}
         if self.fast != "off":
             # bf16 UNet replayed from a CUDA graph (relative error of the texture ~3e-3, see
             # docs/PERFORMANCE.md); "compile" adds Inductor fusion (minutes to compile, once).
@@ -178,8 +180,16 @@ class Pipeline:
                                           latent_size=self.networks.config.image_size,
                                           context_len=(self.model_size // 8) ** 2,
                                           compile_mode="default" if self.fast == "compile" else None,
-                                          freeze=self.fast == "compile")
+                                          freeze=self.fast == "compile", timestep_table=self.networks.config.timesteps)
             self.decode = FastDecoder(self.networks, torch.float32)
+            # The float32 fuser replayed from a CUDA graph: the same function without its launch gaps.
+            self.condition_stage.fuse_tokens = CudaGraphed(self.networks.condition_fuser)
+            if self.fast == "compile":
+                # Inductor is loaded anyway: each sampler update becomes one kernel (graph mode stays free of
+                # torch.compile, whose first use costs seconds of start-up and a working Triton).
+                latent_size = self.networks.config.image_size
+                self.sampler_updates = warmed_fused_updates(
+                    (1, self.networks.config.channels, latent_size, latent_size), device)
 
     @classmethod
     def load(cls, paths: ModelPaths | None = None, device: str = "auto", use_ema: bool = False,
@@ -218,6 +228,17 @@ class Pipeline:
                 "fast": self.fast, "rasterizer": type(self.rasterizer).__name__,
                 "texture_size_model": self.model_size,
                 "models": ["ldm", "recon_net", "face_parsing", "bfm"]}
+
+    def schedule(self, options: GenerateOptions):
+        """The sampler's schedule for `options`, made once per (sampler, steps, eta): the samplers keep its
+        tables on the device, so a repeated request starts without host-to-device copies."""
+        key = (options.sampler, options.steps, options.eta)
+        if key not in self._schedules:
+            if options.sampler == "dpmpp":
+                self._schedules[key] = dpmpp_schedule(self.networks.schedule, options.steps)
+            else:
+                self._schedules[key] = ddim_schedule(self.networks.schedule, options.steps, options.eta)
+        return self._schedules[key]
 
     def uv_tables(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """UV lookup tables (triangle_buffer, barycentric_weight) at `size`, computed once per size."""
@@ -266,15 +287,13 @@ class Pipeline:
         latent_size = self.networks.config.image_size
         x_T = torch.randn((1, self.networks.config.channels, latent_size, latent_size), generator=generator,
                           device=device)
-        if options.sampler == "dpmpp":
-            sampler, schedule = sample_dpmpp_2m, dpmpp_schedule(self.networks.schedule, options.steps)
-        else:
-            sampler, schedule = sample_ddim, ddim_schedule(self.networks.schedule, options.steps, options.eta)
+        sampler = sample_dpmpp_2m if options.sampler == "dpmpp" else sample_ddim
 
         def on_step(step) -> None:
             tracker.report((step.index + 1) / step.total)
 
-        latent = sampler(self.eps_model, x_T, condition.tokens, schedule, generator=generator, callback=on_step)
+        latent = sampler(self.eps_model, x_T, condition.tokens, self.schedule(options), generator=generator,
+                         callback=on_step, update=self.sampler_updates[options.sampler])
 
         tracker.start("decode")
         generated = ((self.decode(latent) + 1) * 0.5).clamp(0, 1)
