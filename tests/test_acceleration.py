@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -357,3 +362,24 @@ def test_warmed_fused_updates_are_compiled_at_start_up():
         sample_ddim(networks.unet, x.clone(), context, ddim_schedule(networks.schedule, 4, eta=1.0),
                     update=updates["ddim"])
     assert counters["stats"]["unique_graphs"] == 2
+
+
+def test_compile_cache_lives_in_the_user_cache_folder(tmp_path):
+    """In a fresh process (Inductor reads the variable once): the fused updates' compiled code lands there,
+    and a folder the user chose wins."""
+    show_cache = ("from uvidm_backend.acceleration.compile_cache import use_persistent_compile_cache\n"
+                  "print(use_persistent_compile_cache())\n")
+    script = show_cache + ("import torch\n"
+                           "from uvidm_backend.acceleration import warmed_fused_updates\n"
+                           "warmed_fused_updates((1, 4, 8, 8), torch.device('cpu'))\n")
+    env = {key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    folder = Path(run.stdout.split()[-1])
+    assert folder == tmp_path / "cache" / "uvidm" / "torchinductor" or sys.platform in ("win32", "darwin")
+    assert any(folder.rglob("*.py"))  # Inductor's generated code for the two updates
+    chosen = tmp_path / "chosen"
+    run = subprocess.run([sys.executable, "-c", show_cache], capture_output=True, text=True,
+                         env={**env, "TORCHINDUCTOR_CACHE_DIR": str(chosen)}, timeout=600)
+    assert run.returncode == 0 and Path(run.stdout.split()[-1]) == chosen

@@ -24,6 +24,7 @@ import torch
 
 from uvidm_backend import __version__
 from uvidm_backend.acceleration import EAGER_UPDATES, CudaGraphed, FastDecoder, compile_unet, warmed_fused_updates
+from uvidm_backend.acceleration.compile_cache import use_persistent_compile_cache
 from uvidm_backend.condition import ConditionStage
 from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
 from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
@@ -218,6 +219,8 @@ class Pipeline:
         device = pick_device(device)
         if fast == "auto":
             fast = "graph" if device.type == "cuda" else "off"
+        if fast == "compile":
+            log.info("torch.compile caches in %s", use_persistent_compile_cache())
         pipeline = cls(paths, device, networks, recon_net, bfm, FaceDetector(paths.insightface_root),
                        corrected_ear_mask, fast)
         log.info("models loaded in %.1f s on %s", time.perf_counter() - started, pipeline.device)

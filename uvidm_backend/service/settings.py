@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uvidm_backend.cache_dirs import user_cache_dir
 from uvidm_backend.pipeline.images import MAX_PIXELS
 
 TOKEN_ENV = "UVIDM_TOKEN"
@@ -17,13 +16,7 @@ DEFAULT_PORT = 8765
 
 def default_jobs_dir() -> Path:
     """The user's cache folder (results are disposable): ~/.cache/uvidm/jobs on Linux."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "uvidm" / "Cache"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches" / "uvidm"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "uvidm"
-    return base / "jobs"
+    return user_cache_dir() / "jobs"
 
 
 def is_loopback(host: str) -> bool:
