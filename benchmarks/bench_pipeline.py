@@ -83,6 +83,17 @@ INDUCTOR_FLAGS = {"c1x1": ("conv_1x1_as_mm", True), "cdt": ("coordinate_descent_
                   "aggressive": ("aggressive_fusion", True)}
 
 
+#: Variant flags that set one field of `Variant` to a value.
+FLAGS = {"compile": ("compile_mode", "default"), "autotune": ("compile_mode", "max-autotune-no-cudagraphs"),
+         "nocl": ("channels_last", False), "nograph": ("cuda_graph", False), "dec32": ("decoder_dtype", torch.float32),
+         "freeze": ("freeze", True), "deccl": ("decoder_channels_last", True), "nohoist": ("hoist", False),
+         "deccompile": ("decoder_compile", True), "nogemm": ("gemm_conv_pixels", 0),
+         "noflash": ("flash_small_attention", False), "condgraph": ("condition_graph", True),
+         "notable": ("timestep_table", 0), "nofuse": ("fused_update", False), "cudnnbench": ("cudnn_benchmark", True)}
+#: Variant flags made of a prefix and a number, e.g. gemm16: the field the number goes to.
+NUMBER_FLAGS = {"gemm": "gemm_conv_pixels", "pw": "gemm_pointwise_pixels"}
+
+
 @dataclass(frozen=True)
 class Variant:
     spec: str
@@ -111,44 +122,17 @@ class Variant:
     @classmethod
     def parse(cls, spec: str) -> Variant:
         dtype, *flags = spec.split("/")
-        fields = {"dtype": parse_dtype(dtype)}
+        fields: dict[str, object] = {"dtype": parse_dtype(dtype)}
         for flag in flags:
-            if flag == "compile":
-                fields["compile_mode"] = "default"
-            elif flag == "autotune":
-                fields["compile_mode"] = "max-autotune-no-cudagraphs"
-            elif flag == "nocl":
-                fields["channels_last"] = False
-            elif flag == "nograph":
-                fields["cuda_graph"] = False
-            elif flag == "dec32":
-                fields["decoder_dtype"] = torch.float32
-            elif flag == "freeze":
-                fields["freeze"] = True
-            elif flag == "deccl":
-                fields["decoder_channels_last"] = True
+            number = next((prefix for prefix in NUMBER_FLAGS if flag.startswith(prefix)
+                           and flag[len(prefix):].isdigit()), None)
+            if flag in FLAGS:
+                name, value = FLAGS[flag]
+                fields[name] = value
             elif flag in INDUCTOR_FLAGS:
                 fields["inductor_options"] = (*fields.get("inductor_options", ()), INDUCTOR_FLAGS[flag])
-            elif flag == "nohoist":
-                fields["hoist"] = False
-            elif flag == "deccompile":
-                fields["decoder_compile"] = True
-            elif flag == "nogemm":
-                fields["gemm_conv_pixels"] = 0
-            elif flag == "noflash":
-                fields["flash_small_attention"] = False
-            elif flag.startswith("gemm") and flag[4:].isdigit():
-                fields["gemm_conv_pixels"] = int(flag[4:])
-            elif flag.startswith("pw") and flag[2:].isdigit():
-                fields["gemm_pointwise_pixels"] = int(flag[2:])
-            elif flag == "condgraph":
-                fields["condition_graph"] = True
-            elif flag == "notable":
-                fields["timestep_table"] = 0
-            elif flag == "nofuse":
-                fields["fused_update"] = False
-            elif flag == "cudnnbench":
-                fields["cudnn_benchmark"] = True
+            elif number is not None:
+                fields[NUMBER_FLAGS[number]] = int(flag[len(number):])
             else:
                 raise ValueError(f"unknown flag {flag!r} in {spec!r}")
         return cls(spec=spec, **fields)
