@@ -356,7 +356,7 @@ def full_size_model_folder(root: Path) -> object:
 
 
 def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, photo: Path, landmarks_file: Path,
-                   full_model: bool = False, fast: str = "auto") -> dict[str, float]:
+                   full_model: bool = False, fast: str = "auto", freeze: bool = True) -> dict[str, float]:
     """Loads the pipeline once, then per sampler (name -> steps) a first request and `runs` timed ones."""
     from uvidm_backend.devtools.model_folder import write_model_folder
     from uvidm_backend.pipeline import GenerateOptions
@@ -368,15 +368,16 @@ def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, ph
         models = Path(root) / "models"
         paths = full_size_model_folder(models) if full_model else write_model_folder(models)
         started = time.perf_counter()
-        pipeline = Pipeline.load(paths, device=str(device), fast=fast)
+        pipeline = Pipeline.load(paths, device=str(device), fast=fast, freeze=freeze)
         load_seconds = time.perf_counter() - started
         model = "full-size" if full_model else "tiny"
-        rows[f"pipeline ({model} model, fast={pipeline.fast}): load models"] = load_seconds
+        mode = pipeline.fast + (" without freezing" if pipeline.fast == "compile" and not freeze else "")
+        rows[f"pipeline ({model} model, fast={mode}): load models"] = load_seconds
         for sampler, steps in samplers.items():
             options = GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024, sampler=sampler)
             started = time.perf_counter()
             pipeline.generate_to_folder(photo, Path(root) / f"{sampler}-first", options)
-            label = f"pipeline ({model} model, fast={pipeline.fast}, {sampler} {steps})"
+            label = f"pipeline ({model} model, fast={mode}, {sampler} {steps})"
             rows[f"{label}: first request"] = time.perf_counter() - started
             totals = []
             for run in range(runs):
@@ -409,6 +410,8 @@ def main() -> None:
                         help="pipeline run with the released configuration (random weights) and a head of the real "
                              "BFM size instead of the tiny model and head")
     parser.add_argument("--pipeline-fast", default="auto", choices=["auto", "off", "graph", "compile"])
+    parser.add_argument("--pipeline-no-freeze", action="store_true",
+                        help="with --pipeline-fast compile: no weight freezing (start-up from warm caches)")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--photo", type=Path, help="photo for the pipeline run (default: insightface's t1.jpg)")
     parser.add_argument("--landmarks", type=Path,
@@ -436,7 +439,7 @@ def main() -> None:
     if not args.skip_pipeline:
         samplers = {sampler: args.dpm_steps if sampler == "dpmpp" else args.steps for sampler in args.sampler}
         rows.update(bench_pipeline(device, samplers, args.runs, args.photo or default_photo(), args.landmarks,
-                                   args.full_model, args.pipeline_fast))
+                                   args.full_model, args.pipeline_fast, not args.pipeline_no_freeze))
     width = max(map(len, rows))
     print(f"{'stage'.ljust(width)}  median ms")
     for key, seconds in rows.items():

@@ -143,7 +143,7 @@ class Pipeline:
     """The loaded models and the steps from a photo to a textured head."""
 
     def __init__(self, paths: ModelPaths, device: torch.device, networks, recon_net, bfm: BFMData,
-                 detector: FaceDetector, corrected_ear_mask: bool = False, fast: str = "off"):
+                 detector: FaceDetector, corrected_ear_mask: bool = False, fast: str = "off", freeze: bool = True):
         self.paths = paths
         self.device = device
         self.networks = networks.to(device)
@@ -181,7 +181,8 @@ class Pipeline:
                                           latent_size=self.networks.config.image_size,
                                           context_len=(self.model_size // 8) ** 2,
                                           compile_mode="default" if self.fast == "compile" else None,
-                                          freeze=self.fast == "compile", timestep_table=self.networks.config.timesteps)
+                                          freeze=freeze and self.fast == "compile",
+                                          timestep_table=self.networks.config.timesteps)
             self.decode = FastDecoder(self.networks, torch.float32)
             # The float32 fuser replayed from a CUDA graph: the same function without its launch gaps.
             self.condition_stage.fuse_tokens = CudaGraphed(self.networks.condition_fuser)
@@ -194,12 +195,14 @@ class Pipeline:
 
     @classmethod
     def load(cls, paths: ModelPaths | None = None, device: str = "auto", use_ema: bool = False,
-             trust_pickle: bool = False, corrected_ear_mask: bool = False, fast: str = "auto") -> Pipeline:
+             trust_pickle: bool = False, corrected_ear_mask: bool = False, fast: str = "auto",
+             freeze: bool = True) -> Pipeline:
         """Loads every model file (raises `ModelFilesMissing` naming what to download).
 
         `fast`: "off" (float32, the reference numbers), "graph" (bf16 UNet in a CUDA graph),
         "compile" (also torch.compile: fastest, minutes of compilation at start-up), "auto" (graph
-        on CUDA, off on the CPU).
+        on CUDA, off on the CPU). `freeze` (compile only): Inductor's weight freezing, a faster step
+        but no warm-cache start-up (its AOTAutograd cache skips frozen graphs; docs/PERFORMANCE.md).
         """
         if fast not in FAST_MODES:
             raise ValueError(f"fast must be one of {', '.join(FAST_MODES)} (got {fast!r})")
@@ -222,7 +225,7 @@ class Pipeline:
         if fast == "compile":
             log.info("torch.compile caches in %s", use_persistent_compile_cache())
         pipeline = cls(paths, device, networks, recon_net, bfm, FaceDetector(paths.insightface_root),
-                       corrected_ear_mask, fast)
+                       corrected_ear_mask, fast, freeze)
         log.info("models loaded in %.1f s on %s", time.perf_counter() - started, pipeline.device)
         return pipeline
 
