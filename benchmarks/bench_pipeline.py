@@ -21,8 +21,8 @@ Two measurements:
    PyTorch's choice, cuDNN; by default the small ones run without it, see `HoistedUNet`), `notable` (time
    projections computed at every step instead of looked up in the table of the 1000 trained timesteps),
    `nofuse` (the sampler update as separate eager kernels instead of one compiled kernel, `fused_update`),
-   `condgraph` (the float32 condition fuser replayed from a CUDA graph); plain `fp32` is the eager float32
-   reference.
+   `condgraph` (the float32 condition fuser replayed from a CUDA graph), `aot` (the UNet from an AOTInductor
+   package, `aot_package`, instead of torch.compile); plain `fp32` is the eager float32 reference.
    `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
    each fast row with the float32 eager one on the same inputs and replayed noise (relative error
    max|fast - ref| / max|ref| of the final latent and of the decoded texture). "total ms" sums the three
@@ -89,7 +89,8 @@ FLAGS = {"compile": ("compile_mode", "default"), "autotune": ("compile_mode", "m
          "freeze": ("freeze", True), "deccl": ("decoder_channels_last", True), "nohoist": ("hoist", False),
          "deccompile": ("decoder_compile", True), "nogemm": ("gemm_conv_pixels", 0),
          "noflash": ("flash_small_attention", False), "condgraph": ("condition_graph", True),
-         "notable": ("timestep_table", 0), "nofuse": ("fused_update", False), "cudnnbench": ("cudnn_benchmark", True)}
+         "notable": ("timestep_table", 0), "nofuse": ("fused_update", False), "cudnnbench": ("cudnn_benchmark", True),
+         "aot": ("compile_mode", "aot")}
 #: Variant flags made of a prefix and a number, e.g. gemm16: the field the number goes to.
 NUMBER_FLAGS = {"gemm": "gemm_conv_pixels", "pw": "gemm_pointwise_pixels"}
 
@@ -356,7 +357,8 @@ def full_size_model_folder(root: Path) -> object:
 
 
 def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, photo: Path, landmarks_file: Path,
-                   full_model: bool = False, fast: str = "auto", freeze: bool = True) -> dict[str, float]:
+                   full_model: bool = False, fast: str = "auto", freeze: bool = True,
+                   ahead_of_time: bool = False) -> dict[str, float]:
     """Loads the pipeline once, then per sampler (name -> steps) a first request and `runs` timed ones."""
     from uvidm_backend.devtools.model_folder import write_model_folder
     from uvidm_backend.pipeline import GenerateOptions
@@ -368,10 +370,12 @@ def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, ph
         models = Path(root) / "models"
         paths = full_size_model_folder(models) if full_model else write_model_folder(models)
         started = time.perf_counter()
-        pipeline = Pipeline.load(paths, device=str(device), fast=fast, freeze=freeze)
+        pipeline = Pipeline.load(paths, device=str(device), fast=fast, freeze=freeze, ahead_of_time=ahead_of_time)
         load_seconds = time.perf_counter() - started
         model = "full-size" if full_model else "tiny"
-        mode = pipeline.fast + (" without freezing" if pipeline.fast == "compile" and not freeze else "")
+        mode = pipeline.fast
+        if pipeline.fast == "compile":
+            mode += " ahead of time" if ahead_of_time else "" if freeze else " without freezing"
         rows[f"pipeline ({model} model, fast={mode}): load models"] = load_seconds
         for sampler, steps in samplers.items():
             options = GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024, sampler=sampler)
@@ -412,6 +416,8 @@ def main() -> None:
     parser.add_argument("--pipeline-fast", default="auto", choices=["auto", "off", "graph", "compile"])
     parser.add_argument("--pipeline-no-freeze", action="store_true",
                         help="with --pipeline-fast compile: no weight freezing (start-up from warm caches)")
+    parser.add_argument("--pipeline-aot", action="store_true",
+                        help="with --pipeline-fast compile: the UNet from an AOTInductor package (built on first use)")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--photo", type=Path, help="photo for the pipeline run (default: insightface's t1.jpg)")
     parser.add_argument("--landmarks", type=Path,
@@ -439,7 +445,7 @@ def main() -> None:
     if not args.skip_pipeline:
         samplers = {sampler: args.dpm_steps if sampler == "dpmpp" else args.steps for sampler in args.sampler}
         rows.update(bench_pipeline(device, samplers, args.runs, args.photo or default_photo(), args.landmarks,
-                                   args.full_model, args.pipeline_fast, not args.pipeline_no_freeze))
+                                   args.full_model, args.pipeline_fast, not args.pipeline_no_freeze, args.pipeline_aot))
     width = max(map(len, rows))
     print(f"{'stage'.ljust(width)}  median ms")
     for key, seconds in rows.items():

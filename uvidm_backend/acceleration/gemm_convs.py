@@ -30,6 +30,9 @@ class GemmConv2d(nn.Module):
         # A contiguous (out, in x kh x kw) copy, made once (a channels-last weight does not flatten to a view).
         self.register_buffer("weight_matrix", conv.weight.detach().reshape(conv.out_channels, -1).contiguous())
 
+    def extra_repr(self) -> str:
+        return f"max_pixels={self.max_pixels}"
+
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
         batch, _, height, width = x.shape

@@ -71,6 +71,10 @@ class HoistedUNet(nn.Module):
             self.register_buffer(name, torch.cat([b.attn1.to_q.weight, b.attn1.to_k.weight, b.attn1.to_v.weight])
                                  .detach().clone())
 
+    def extra_repr(self) -> str:
+        table = 0 if self.emb_table is None else self.emb_table.shape[0]
+        return f"flash_small_attention={self.flash_small_attention}, timestep_table={table}"
+
     def context_kv(self, context: Tensor) -> Tensor:
         """(B, M, context_dim) -> (B, M, sum of 2 x inner dims): every cross-attention's keys and values."""
         return F.linear(context.to(self.kv_weight.dtype), self.kv_weight)

@@ -143,7 +143,8 @@ class Pipeline:
     """The loaded models and the steps from a photo to a textured head."""
 
     def __init__(self, paths: ModelPaths, device: torch.device, networks, recon_net, bfm: BFMData,
-                 detector: FaceDetector, corrected_ear_mask: bool = False, fast: str = "off", freeze: bool = True):
+                 detector: FaceDetector, corrected_ear_mask: bool = False, fast: str = "off", freeze: bool = True,
+                 ahead_of_time: bool = False):
         self.paths = paths
         self.device = device
         self.networks = networks.to(device)
@@ -180,7 +181,8 @@ class Pipeline:
             self.eps_model = compile_unet(self.networks.unet, torch.bfloat16, batch=1,
                                           latent_size=self.networks.config.image_size,
                                           context_len=(self.model_size // 8) ** 2,
-                                          compile_mode="default" if self.fast == "compile" else None,
+                                          compile_mode=(("aot" if ahead_of_time else "default")
+                                                        if self.fast == "compile" else None),
                                           freeze=freeze and self.fast == "compile",
                                           timestep_table=self.networks.config.timesteps)
             self.decode = FastDecoder(self.networks, torch.float32)
@@ -196,13 +198,15 @@ class Pipeline:
     @classmethod
     def load(cls, paths: ModelPaths | None = None, device: str = "auto", use_ema: bool = False,
              trust_pickle: bool = False, corrected_ear_mask: bool = False, fast: str = "auto",
-             freeze: bool = True) -> Pipeline:
+             freeze: bool = True, ahead_of_time: bool = False) -> Pipeline:
         """Loads every model file (raises `ModelFilesMissing` naming what to download).
 
         `fast`: "off" (float32, the reference numbers), "graph" (bf16 UNet in a CUDA graph),
         "compile" (also torch.compile: fastest, minutes of compilation at start-up), "auto" (graph
         on CUDA, off on the CPU). `freeze` (compile only): Inductor's weight freezing, a faster step
-        but no warm-cache start-up (its AOTAutograd cache skips frozen graphs; docs/PERFORMANCE.md).
+        but no warm-cache start-up (its AOTAutograd cache skips frozen graphs; docs/PERFORMANCE.md);
+        `ahead_of_time` (compile only): the UNet from an AOTInductor package instead, built at the first
+        start and loaded afterwards (`acceleration.aot_package`; not yet measured on a GPU).
         """
         if fast not in FAST_MODES:
             raise ValueError(f"fast must be one of {', '.join(FAST_MODES)} (got {fast!r})")
@@ -225,7 +229,7 @@ class Pipeline:
         if fast == "compile":
             log.info("torch.compile caches in %s", use_persistent_compile_cache())
         pipeline = cls(paths, device, networks, recon_net, bfm, FaceDetector(paths.insightface_root),
-                       corrected_ear_mask, fast, freeze)
+                       corrected_ear_mask, fast, freeze, ahead_of_time)
         log.info("models loaded in %.1f s on %s", time.perf_counter() - started, pipeline.device)
         return pipeline
 
