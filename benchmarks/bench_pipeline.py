@@ -22,7 +22,8 @@ Two measurements:
    projections computed at every step instead of looked up in the table of the 1000 trained timesteps),
    `nofuse` (the sampler update as separate eager kernels instead of one compiled kernel, `fused_update`),
    `condgraph` (the float32 condition fuser replayed from a CUDA graph), `aot` (the UNet from an AOTInductor
-   package, `aot_package`, instead of torch.compile); plain `fp32` is the eager float32 reference.
+   package, `aot_package`, instead of torch.compile), `nativegn` (GroupNorm32 in bf16, `native_group_norms`);
+   plain `fp32` is the eager float32 reference.
    `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
    each fast row with the float32 eager one on the same inputs and replayed noise (relative error
    max|fast - ref| / max|ref| of the final latent and of the decoded texture). "total ms" sums the three
@@ -90,7 +91,7 @@ FLAGS = {"compile": ("compile_mode", "default"), "autotune": ("compile_mode", "m
          "deccompile": ("decoder_compile", True), "nogemm": ("gemm_conv_pixels", 0),
          "noflash": ("flash_small_attention", False), "condgraph": ("condition_graph", True),
          "notable": ("timestep_table", 0), "nofuse": ("fused_update", False), "cudnnbench": ("cudnn_benchmark", True),
-         "aot": ("compile_mode", "aot")}
+         "aot": ("compile_mode", "aot"), "nativegn": ("native_group_norm", True)}
 #: Variant flags made of a prefix and a number, e.g. gemm16: the field the number goes to.
 NUMBER_FLAGS = {"gemm": "gemm_conv_pixels", "pw": "gemm_pointwise_pixels"}
 
@@ -115,6 +116,7 @@ class Variant:
     fused_update: bool = True
     gemm_pointwise_pixels: int | None = None
     condition_graph: bool = False
+    native_group_norm: bool = False
 
     @property
     def reference(self) -> bool:
@@ -145,7 +147,7 @@ class Variant:
                 "channels_last": self.channels_last, "freeze": self.freeze, "hoist": self.hoist,
                 "inductor_options": self.inductor_options, "gemm_conv_pixels": self.gemm_conv_pixels,
                 "flash_small_attention": self.flash_small_attention, "timestep_table": self.timestep_table,
-                "gemm_pointwise_pixels": self.gemm_pointwise_pixels}
+                "gemm_pointwise_pixels": self.gemm_pointwise_pixels, "native_group_norm": self.native_group_norm}
 
     def build(self, networks: LatentDiffusionNetworks, unets: dict[tuple, FastUNet]):
         """(eps model, decoder, condition fuser); variants that differ only in the decoder or the condition

@@ -24,13 +24,14 @@ from uvidm_backend.acceleration import (
 )
 from uvidm_backend.acceleration.aot_package import package_key
 from uvidm_backend.acceleration.gemm_convs import GemmConv2d, convs_as_gemms
+from uvidm_backend.acceleration.group_norms import native_group_norms
 from uvidm_backend.acceleration.hoisted_unet import prefers_flash
 from uvidm_backend.diffusion import ddim_schedule, ddim_update, dpmpp_2m_update, sample_ddim
 from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
 from uvidm_backend.models.attention import BasicTransformerBlock
 from uvidm_backend.models.autoencoder import AutoencoderConfig, DDConfig
 from uvidm_backend.models.stack import LatentDiffusionConfig, LatentDiffusionNetworks
-from uvidm_backend.models.unet import ResBlock, UNetConfig
+from uvidm_backend.models.unet import GroupNorm32, ResBlock, UNetConfig
 
 LATENT = 8
 CONTEXT_LEN, CONTEXT_DIM = 6, 16
@@ -429,3 +430,19 @@ def test_aot_compiled_unet_is_built_once_and_runs_the_live_weights(device, tmp_p
         assert _rel(second(x, t, context), networks.unet(x, t, context)) < tolerance
     assert list((tmp_path / "uvidm" / "aot").glob("unet-*.pt2")) == packages
     assert packages[0].stat().st_mtime_ns == built
+
+
+# -- GroupNorm in the activations' dtype -----------------------------------------------------------------------
+
+
+def test_native_group_norms_replace_the_upcasting_ones(networks):
+    unet = cast_module(networks.unet, torch.float32)
+    upcasting = sum(isinstance(m, GroupNorm32) for m in unet.modules())
+    assert native_group_norms(unet) == upcasting > 0
+    assert not any(isinstance(m, GroupNorm32) for m in unet.modules())
+    x, t, context = _inputs()
+    # float32: exactly the network (GroupNorm32 only differs for half inputs)
+    assert torch.equal(unet(x, t, context), networks.unet(x, t, context))
+    fast = FastUNet(networks.unet, torch.bfloat16, native_group_norm=True)
+    assert fast.unet.out[0].weight.dtype == torch.bfloat16
+    assert _rel(fast(x, t, context), networks.unet(x, t, context)) < 5e-2

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from uvidm_backend.acceleration.aot_package import AOTCompiled
 from uvidm_backend.acceleration.gemm_convs import convs_as_gemms
 from uvidm_backend.acceleration.graphs import CudaGraphed
+from uvidm_backend.acceleration.group_norms import native_group_norms
 from uvidm_backend.acceleration.hoisted_unet import HoistedUNet
 from uvidm_backend.diffusion.schedule import NUM_TIMESTEPS
 from uvidm_backend.models.unet import batch_timesteps
@@ -109,6 +110,8 @@ class FastUNet:
     `timestep_table` (hoisted only; 0 for none) is the number of trained timesteps whose time projections are
     tabulated once instead of computed at every step (default: the official schedule's 1000; later ones are
     clamped to the last row, so pass the model's own count where it differs).
+    `native_group_norm` runs the ResBlocks' GroupNorm32 in the weights' dtype (`native_group_norms`: the
+    same function in one kernel instead of five; off until measured on a GPU).
     Inputs and output keep the caller's dtype (float32 latents stay float32 between steps).
     """
 
@@ -116,7 +119,7 @@ class FastUNet:
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False, hoist: bool = True,
                  inductor_options: Mapping[str, object] | None = None, gemm_conv_pixels: int = 64,
                  flash_small_attention: bool = True, timestep_table: int = NUM_TIMESTEPS,
-                 gemm_pointwise_pixels: int | None = None):
+                 gemm_pointwise_pixels: int | None = None, native_group_norm: bool = False):
         self.dtype = parse_dtype(dtype)
         self.compile_mode = compile_mode
         self.config = getattr(unet, "config", None)
@@ -127,6 +130,8 @@ class FastUNet:
             gemm_pointwise_pixels = gemm_conv_pixels if compile_mode else POINTWISE_GEMM_PIXELS
         if gemm_conv_pixels > 0:
             convs_as_gemms(self.unet, gemm_conv_pixels, gemm_pointwise_pixels)
+        if native_group_norm:
+            native_group_norms(self.unet)
         self.hoisted = HoistedUNet(self.unet, flash_small_attention, timestep_table) if hoist else None
         self._forward = _compiled(self.hoisted or self.unet, compile_mode, freeze, inductor_options)
         self_graphing = compile_mode in _SELF_GRAPHING_MODES
