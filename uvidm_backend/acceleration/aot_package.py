@@ -5,15 +5,16 @@ its AOTAutograd cache skipping frozen graphs), which is what keeps `--fast compi
 seconds. An AOTInductor package holds the compiled kernels and their launcher; the weights are not in it
 but handed over from the live module at load (`load_constants(..., user_managed=True)`), so a package
 never runs stale weights and one package serves every checkpoint of the same architecture (what AOTInductor
-would fold from the weights is folded at load, from the loaded ones).
+folds from the weights alone is computed from the loaded ones at the first run; the module must not be
+changed in place afterwards, which the fast path's frozen copies never are).
 
 A package is keyed by everything its code depends on: torch version, device, the module's architecture
 (its repr, including the fast path's choices), the name, shape, dtype and strides of every weight, the
 input signature, and the source files of the networks and of the fast path. It is built on first use of
 a signature, written under a temporary name and renamed into `<user cache>/aot/`.
 
-Measured on the CPU only so far (tiny configuration, torch 2.13): export 3.8 s and build 28 s once, then
-load and first call 0.13 s, same results to 2e-6.
+Measured on the CPU only so far (tiny configuration, 2 cores, torch 2.13): the first start 49 s (export and
+build), later ones 3.4 s, outputs equal to 1e-6 (`benchmarks/bench_startup.py --tiny --aot`).
 """
 
 from __future__ import annotations
