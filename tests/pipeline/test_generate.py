@@ -286,3 +286,22 @@ def test_a_damaged_weight_file_is_reported_not_raised(tmp_path, model_paths, cap
     assert code == 2
     assert "ldm.ckpt" in printed and "download it again" in printed
     assert not (tmp_path / "out").exists()
+
+
+def test_the_condition_stage_runs_the_fuser_it_is_given(pipeline, monkeypatch):
+    """The fast path hands the condition stage a CUDA-graphed fuser; whatever it hands over makes the tokens."""
+    face = t1_faces()[0]["lm5"]
+    photo = sample_photo("t1.jpg")
+    options = GenerateOptions(landmarks=face, seed=7, steps=2, texture_size=256)
+    expected = pipeline.generate(photo, options)
+    calls = []
+
+    def fuse(partial):
+        calls.append(partial.shape)
+        return pipeline.networks.condition_fuser(partial)
+
+    monkeypatch.setattr(pipeline.condition_stage, "fuse_tokens", fuse)
+    actual = pipeline.generate(photo, options)
+    size = pipeline.model_size
+    assert calls == [(1, 3, size, size)]
+    np.testing.assert_array_equal(actual.albedo_model, expected.albedo_model)

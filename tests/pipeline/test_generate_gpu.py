@@ -27,6 +27,7 @@ def test_fast_pipeline_gives_the_float32_heads(model_paths):
     # and values are computed per condition tensor), and replays are deterministic.
     first, second, again = (fast.generate(photo, option) for option in (options[0], options[1], options[0]))
     np.testing.assert_array_equal(first.albedo_model, again.albedo_model)
+    assert fast.condition_stage.fuse_tokens.captured_shapes  # the condition fuser ran from its CUDA graph
     for actual, wanted in ((first, expected[0]), (second, expected[1])):
         mean, p99 = _difference(actual.albedo_model, wanted.albedo_model)
         assert mean < 2.0 and p99 < 12, f"model texture differs from float32: mean {mean:.2f}, 99th pct {p99:.1f}"
