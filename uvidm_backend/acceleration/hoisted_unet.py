@@ -7,7 +7,7 @@ ResBlock time projections depend on the timestep alone. `HoistedUNet` therefore
 * computes every cross-attention's keys and values in one GEMM per generation (`context_kv`),
 * computes the 35 time projections of a step in one GEMM (their weights concatenated), or, with
   `timestep_table=T`, looks them up in a table computed once for the trained timesteps 0 .. T-1
-  (the time MLP and that GEMM, about 75 MB of weights read per step, leave the step),
+  (the time MLP and that GEMM, about 57 MB of bf16 weights read per step, leave the step),
 * projects self-attention queries, keys and values in one GEMM per block (weights concatenated),
 
 and runs everything else through `UNetModel.run_blocks`, the skeleton `UNetModel.forward` runs too. At batch 1
