@@ -50,8 +50,8 @@ from pathlib import Path
 
 import torch
 
-from uvidm_backend.acceleration import CudaGraphed, FastDecoder, FastUNet, fused_update, parse_dtype
-from uvidm_backend.diffusion import ddim_schedule, ddim_update, dpmpp_2m_update, sample_ddim
+from uvidm_backend.acceleration import EAGER_UPDATES, CudaGraphed, FastDecoder, FastUNet, fused_update, parse_dtype
+from uvidm_backend.diffusion import ddim_schedule, sample_ddim
 from uvidm_backend.diffusion.dpmsolver import dpmpp_schedule, sample_dpmpp_2m
 from uvidm_backend.diffusion.schedule import NUM_TIMESTEPS
 from uvidm_backend.models.stack import LatentDiffusionNetworks
@@ -239,7 +239,6 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
     schedules = {"ddim": ddim_schedule(networks.schedule, steps, 1.0), "dpmpp": dpmpp_schedule(networks.schedule,
                                                                                                 dpm_steps)}
     samplers_fn = {"ddim": sample_ddim, "dpmpp": sample_dpmpp_2m}
-    updates = {"ddim": ddim_update, "dpmpp": dpmpp_2m_update}
     rows = []
     for batch in batches:
         generator = torch.Generator(device=device).manual_seed(batch)
@@ -271,7 +270,7 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
             for sampler in samplers:
                 schedule, sample = schedules[sampler], samplers_fn[sampler]
                 if variant.fused_update and not variant.reference:
-                    sample = functools.partial(sample, update=fused_update(updates[sampler]))
+                    sample = functools.partial(sample, update=fused_update(EAGER_UPDATES[sampler]))
                 row = {"batch": batch, "variant": variant.spec, "sampler": sampler,
                        "steps": steps if sampler == "ddim" else dpm_steps, "setup s": setup_s,
                        "UNet step ms": step_ms, "kernels": kernels[0], "memsets": kernels[1],
@@ -306,8 +305,7 @@ def bench_fast(device: torch.device, batches: list[int], specs: list[str], sampl
 def print_fast_rows(rows: list[dict]) -> None:
     columns = ["batch", "variant", "sampler", "steps", "UNet step ms", "kernels", "memsets", "condition ms",
                "sampler ms", "decode ms", "total ms", "end-to-end ms", "heads/s", "setup s", "eps rel err",
-               "latent rel err",
-               "texture rel err"]
+               "latent rel err", "texture rel err"]
     print(" | ".join(columns))
     for row in rows:
         if row.get("skipped"):

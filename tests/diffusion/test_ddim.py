@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from diffusion.noise_sources import CountingNoise
@@ -148,7 +150,8 @@ def test_dtype_follows_latent(schedule, dtype):
 
 
 def test_sampler_tables_are_made_once_per_schedule_and_dtype(schedule):
-    ddim = ddim_schedule(schedule, 5, eta=1.0)
+    # A schedule object no other test has sampled with (ddim_schedule returns one object per arguments).
+    ddim = dataclasses.replace(ddim_schedule(schedule, 5, eta=1.0))
     builds = []
 
     def build():
@@ -162,3 +165,8 @@ def test_sampler_tables_are_made_once_per_schedule_and_dtype(schedule):
     timesteps, coefficients = first
     assert coefficients.shape == (5, 8) and torch.equal(coefficients[:, 0], ddim.alphas.float())
     assert torch.equal(coefficients[:, 4:], torch.zeros(5, 4))
+
+
+def test_schedules_are_made_once_per_arguments(schedule):
+    assert ddim_schedule(schedule, 7, eta=0.5) is ddim_schedule(schedule, 7, eta=0.5)
+    assert ddim_schedule(schedule, 7, eta=0.5) is not ddim_schedule(schedule, 7, eta=1.0)

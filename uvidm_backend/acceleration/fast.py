@@ -202,19 +202,14 @@ class FastDecoder:
 
 
 def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, batch: int | None = None,
-                 latent_size: int | None = None, context_len: int | None = None, compile_mode: str | None = None,
-                 cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False,
-                 hoist: bool = True, inductor_options: Mapping[str, object] | None = None,
-                 gemm_conv_pixels: int = 64, flash_small_attention: bool = True,
-                 timestep_table: int = NUM_TIMESTEPS) -> FastUNet:
+                 latent_size: int | None = None, context_len: int | None = None, **options) -> FastUNet:
     """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given.
 
     `latent_size` defaults to the config's `image_size`; `context_len` to 1024 (the condition fuser's
     32 x 32 tokens of a 256 x 256 partial texture). Warming up here keeps compilation and capture out
-    of the first generation.
+    of the first generation. `options` are `FastUNet`'s.
     """
-    fast = FastUNet(unet, dtype, compile_mode, cuda_graph, channels_last, freeze, hoist, inductor_options,
-                    gemm_conv_pixels, flash_small_attention, timestep_table)
+    fast = FastUNet(unet, dtype, **options)
     if batch is not None:
         config = fast.config
         device = next(unet.parameters()).device

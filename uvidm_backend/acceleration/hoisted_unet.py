@@ -58,9 +58,11 @@ class HoistedUNet(nn.Module):
         self.emb_sizes = [p.out_features for p in projections]
         self.register_buffer("emb_table", None)
         if timestep_table:
-            # Row t = time_projections(t), computed as the step would (same dtype), in one batch.
+            # Row t = time_projections(t), computed as the step would (same dtype), in one batch; the
+            # concatenated projection weights (28 M) are not needed after that.
             with torch.no_grad():
                 self.emb_table = self.time_projections(torch.arange(timestep_table, device=self.emb_weight.device))
+            self.emb_weight = self.emb_bias = None
         cross = [b.attn2 for b in self.transformer_blocks]
         # Per block (k rows, then v rows): one GEMM of the context gives every key and value.
         self.register_buffer("kv_weight", torch.cat([w for a in cross for w in (a.to_k.weight, a.to_v.weight)])
@@ -80,7 +82,8 @@ class HoistedUNet(nn.Module):
         return F.linear(context.to(self.kv_weight.dtype), self.kv_weight)
 
     def time_projections(self, timesteps: Tensor) -> Tensor:
-        """(B,) timesteps -> (B, sum of the ResBlocks' projection sizes): every ResBlock's `emb_layers(emb)`."""
+        """(B,) timesteps -> (B, sum of the ResBlocks' projection sizes): every ResBlock's `emb_layers(emb)`
+        (without a table only: a table replaces the weights this needs)."""
         emb = self.unet.time_embedding(timesteps, timesteps)
         # Same as each ResBlock's emb_layers (SiLU, Linear), all at once.
         return F.linear(F.silu(emb), self.emb_weight, self.emb_bias)

@@ -86,6 +86,7 @@ def tables_on_device(schedule: object, device: torch.device, dtype: torch.dtype,
 
     A sampling run then starts without host-to-device copies: from pageable memory each one waits for the
     GPU's queue to drain, which would leave the GPU idle while the host prepares the first step.
+    (`ddim_schedule` and `dpmpp_schedule` return the same object for the same arguments.)
     """
     per_schedule = _TABLES.setdefault(schedule, {})
     key = (torch.device(device), dtype)

@@ -17,6 +17,7 @@ eta = 0 is DPM-Solver++(2M) itself (Lu et al. eq. for the 2M update).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ def _lambdas(alphas_cumprod: np.ndarray) -> np.ndarray:
     return 0.5 * (np.log(alphas_cumprod) - np.log1p(-alphas_cumprod))
 
 
+@functools.lru_cache(maxsize=32)  # immutable: the samplers keep their tables per schedule object
 def dpmpp_schedule(schedule: DiffusionSchedule, steps: int = 20, eta: float = 0.0, spacing: str = "time",
                    lower_order_final: bool = True) -> DPMSolverSchedule:
     """Grid and coefficients for `steps` model evaluations, from the schedule's `alphas_cumprod`.

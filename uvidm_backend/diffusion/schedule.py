@@ -10,6 +10,7 @@ the DDIM parameters mix float32 tensors and float64 arrays (see `ddim_schedule`)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -177,6 +178,7 @@ def ddim_timesteps(steps: int, num_timesteps: int = NUM_TIMESTEPS, discretize: s
     return torch.from_numpy(ts)
 
 
+@functools.lru_cache(maxsize=32)  # schedules are immutable; the samplers keep their tables per schedule object
 def ddim_schedule(schedule: DiffusionSchedule, steps: int = 50, eta: float = 1.0,
                   discretize: str = "uniform") -> DDIMSchedule:
     """`DDIMSampler.make_schedule(steps, discretize, eta)` with its mixed precision, bit for bit.

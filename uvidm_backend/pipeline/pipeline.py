@@ -174,7 +174,6 @@ class Pipeline:
         self.fast = fast if device.type == "cuda" else "off"
         self.eps_model, self.decode = self.networks.unet, self.networks.decode_latent
         self.sampler_updates = EAGER_UPDATES
-        self._schedules: dict[tuple, object] = {}
         if self.fast != "off":
             # bf16 UNet replayed from a CUDA graph (relative error of the texture ~3e-3, see
             # docs/PERFORMANCE.md); "compile" adds Inductor fusion (minutes to compile, once).
@@ -239,17 +238,6 @@ class Pipeline:
                 "texture_size_model": self.model_size,
                 "models": ["ldm", "recon_net", "face_parsing", "bfm"]}
 
-    def schedule(self, options: GenerateOptions):
-        """The sampler's schedule for `options`, made once per (sampler, steps, eta): the samplers keep its
-        tables on the device, so a repeated request starts without host-to-device copies."""
-        key = (options.sampler, options.steps, options.eta)
-        if key not in self._schedules:
-            if options.sampler == "dpmpp":
-                self._schedules[key] = dpmpp_schedule(self.networks.schedule, options.steps)
-            else:
-                self._schedules[key] = ddim_schedule(self.networks.schedule, options.steps, options.eta)
-        return self._schedules[key]
-
     def uv_tables(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """UV lookup tables (triangle_buffer, barycentric_weight) at `size`, computed once per size."""
         if size not in self._uv_tables:
@@ -297,13 +285,16 @@ class Pipeline:
         latent_size = self.networks.config.image_size
         x_T = torch.randn((1, self.networks.config.channels, latent_size, latent_size), generator=generator,
                           device=device)
-        sampler = sample_dpmpp_2m if options.sampler == "dpmpp" else sample_ddim
+        if options.sampler == "dpmpp":
+            sampler, schedule = sample_dpmpp_2m, dpmpp_schedule(self.networks.schedule, options.steps)
+        else:
+            sampler, schedule = sample_ddim, ddim_schedule(self.networks.schedule, options.steps, options.eta)
 
         def on_step(step) -> None:
             tracker.report((step.index + 1) / step.total)
 
-        latent = sampler(self.eps_model, x_T, condition.tokens, self.schedule(options), generator=generator,
-                         callback=on_step, update=self.sampler_updates[options.sampler])
+        latent = sampler(self.eps_model, x_T, condition.tokens, schedule, generator=generator, callback=on_step,
+                         update=self.sampler_updates[options.sampler])
 
         tracker.start("decode")
         generated = ((self.decode(latent) + 1) * 0.5).clamp(0, 1)
