@@ -408,7 +408,13 @@ def test_aot_package_key_follows_what_the_code_depends_on(networks):
     assert package_key(HoistedUNet(networks_other.unet), (x, t, kv)) == key
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+# Measured on an H200: loading any CUDA package, even of a three-layer module with default options, kills
+# the process (SIGSEGV in the loader) with torch 2.11.0+cu130; see docs/PERFORMANCE.md.
+_AOT_CUDA_CRASHES = torch.__version__.startswith("2.11.")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    _AOT_CUDA_CRASHES, reason="AOTInductor's CUDA package loader segfaults in torch 2.11")])])
 def test_aot_compiled_unet_is_built_once_and_runs_the_live_weights(device, tmp_path, monkeypatch):
     """A real AOTInductor build (C++ on the CPU, Triton on the GPU), then a load by a second fast UNet whose
     weights differ: it reuses the package and computes with its own weights."""

@@ -13,8 +13,11 @@ A package is keyed by everything its code depends on: torch version, device, the
 input signature, and the source files of the networks and of the fast path. It is built on first use of
 a signature, written under a temporary name and renamed into `<user cache>/aot/`.
 
-Measured on the CPU only so far (tiny configuration, 2 cores, torch 2.13): the first start 49 s (export and
-build), later ones 3.4 s, outputs equal to 1e-6 (`benchmarks/bench_startup.py --tiny --aot`).
+On the CPU (tiny configuration, 2 cores, torch 2.13): the first start 49 s (export and build), later ones
+3.4 s, outputs equal to 1e-6 (`benchmarks/bench_startup.py --tiny --aot`). On CUDA with torch 2.11.0+cu130
+(H200) loading any package, even a three-layer module's with default options, kills the process in the
+loader, so the pipeline does not offer this path; `uvidm serve` compiles in the background instead
+(`Pipeline.compile_in_background`, docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ class FastUNet:
     tabulated once instead of computed at every step (default: the official schedule's 1000; later ones are
     clamped to the last row, so pass the model's own count where it differs).
     `native_group_norm` runs the ResBlocks' GroupNorm32 in the weights' dtype (`native_group_norms`: the
-    same function in one kernel instead of five; off until measured on a GPU).
+    same function in one kernel instead of five). Default: on without torch.compile (the graphed bf16 step
+    on an H200 went 5.34 -> 4.72 ms, same accuracy), off with it (Inductor fuses those casts; not measured).
     Inputs and output keep the caller's dtype (float32 latents stay float32 between steps).
     """
 
@@ -119,7 +120,7 @@ class FastUNet:
                  cuda_graph: bool = True, channels_last: bool = True, freeze: bool = False, hoist: bool = True,
                  inductor_options: Mapping[str, object] | None = None, gemm_conv_pixels: int = 64,
                  flash_small_attention: bool = True, timestep_table: int = NUM_TIMESTEPS,
-                 gemm_pointwise_pixels: int | None = None, native_group_norm: bool = False):
+                 gemm_pointwise_pixels: int | None = None, native_group_norm: bool | None = None):
         self.dtype = parse_dtype(dtype)
         self.compile_mode = compile_mode
         self.config = getattr(unet, "config", None)
@@ -130,7 +131,7 @@ class FastUNet:
             gemm_pointwise_pixels = gemm_conv_pixels if compile_mode else POINTWISE_GEMM_PIXELS
         if gemm_conv_pixels > 0:
             convs_as_gemms(self.unet, gemm_conv_pixels, gemm_pointwise_pixels)
-        if native_group_norm:
+        if native_group_norm if native_group_norm is not None else not compile_mode:
             native_group_norms(self.unet)
         self.hoisted = HoistedUNet(self.unet, flash_small_attention, timestep_table) if hoist else None
         self._forward = _compiled(self.hoisted or self.unet, compile_mode, freeze, inductor_options)
@@ -201,21 +202,27 @@ class FastDecoder:
         return self._forward(latent)
 
 
-def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, batch: int | None = None,
-                 latent_size: int | None = None, context_len: int | None = None, **options) -> FastUNet:
-    """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given.
+def example_unet_inputs(config, device: torch.device, batch: int, latent_size: int | None = None,
+                        context_len: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(x, t, context) of the shapes a generation passes the UNet: what it is compiled and captured with.
 
     `latent_size` defaults to the config's `image_size`; `context_len` to 1024 (the condition fuser's
-    32 x 32 tokens of a 256 x 256 partial texture). Warming up here keeps compilation and capture out
-    of the first generation. `options` are `FastUNet`'s.
+    32 x 32 tokens of a 256 x 256 partial texture).
+    """
+    size = latent_size or config.image_size
+    x = torch.randn(batch, config.in_channels, size, size, device=device)
+    t = torch.full((batch,), 500, dtype=torch.long, device=device)
+    context = torch.randn(batch, context_len or 1024, config.context_dim, device=device)
+    return x, t, context
+
+
+def compile_unet(unet: nn.Module, dtype: torch.dtype | str = torch.bfloat16, batch: int | None = None,
+                 latent_size: int | None = None, context_len: int | None = None, **options) -> FastUNet:
+    """A `FastUNet`, warmed up (compiled and captured) for one shape when `batch` is given
+    (`example_unet_inputs`). Warming up here keeps compilation and capture out of the first generation.
+    `options` are `FastUNet`'s.
     """
     fast = FastUNet(unet, dtype, **options)
     if batch is not None:
-        config = fast.config
-        device = next(unet.parameters()).device
-        size = latent_size or config.image_size
-        x = torch.randn(batch, config.in_channels, size, size, device=device)
-        t = torch.full((batch,), 500, dtype=torch.long, device=device)
-        context = torch.randn(batch, context_len or 1024, config.context_dim, device=device)
-        fast(x, t, context)
+        fast(*example_unet_inputs(fast.config, next(unet.parameters()).device, batch, latent_size, context_len))
     return fast
