@@ -22,7 +22,8 @@ Two measurements:
    projections computed at every step instead of looked up in the table of the 1000 trained timesteps),
    `nofuse` (the sampler update as separate eager kernels instead of one compiled kernel, `fused_update`),
    `condgraph` (the float32 condition fuser replayed from a CUDA graph), `aot` (the UNet from an AOTInductor
-   package, `aot_package`, instead of torch.compile), `nativegn` (GroupNorm32 in bf16, `native_group_norms`);
+   package, `aot_package`, instead of torch.compile), `nativegn` / `upcastgn` (GroupNorm32 in bf16,
+   `native_group_norms`, or upcast to float32; by default native without torch.compile, upcast with it);
    plain `fp32` is the eager float32 reference.
    `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
    each fast row with the float32 eager one on the same inputs and replayed noise (relative error
@@ -91,7 +92,8 @@ FLAGS = {"compile": ("compile_mode", "default"), "autotune": ("compile_mode", "m
          "deccompile": ("decoder_compile", True), "nogemm": ("gemm_conv_pixels", 0),
          "noflash": ("flash_small_attention", False), "condgraph": ("condition_graph", True),
          "notable": ("timestep_table", 0), "nofuse": ("fused_update", False), "cudnnbench": ("cudnn_benchmark", True),
-         "aot": ("compile_mode", "aot"), "nativegn": ("native_group_norm", True)}
+         "aot": ("compile_mode", "aot"), "nativegn": ("native_group_norm", True),
+         "upcastgn": ("native_group_norm", False)}
 #: Variant flags made of a prefix and a number, e.g. gemm16: the field the number goes to.
 NUMBER_FLAGS = {"gemm": "gemm_conv_pixels", "pw": "gemm_pointwise_pixels"}
 
@@ -116,7 +118,7 @@ class Variant:
     fused_update: bool = True
     gemm_pointwise_pixels: int | None = None
     condition_graph: bool = False
-    native_group_norm: bool = False
+    native_group_norm: bool | None = None
 
     @property
     def reference(self) -> bool:
@@ -358,8 +360,13 @@ def full_size_model_folder(root: Path) -> object:
 
 def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, photo: Path, landmarks_file: Path,
                    full_model: bool = False, fast: str = "auto", freeze: bool = True,
-                   ahead_of_time: bool = False) -> dict[str, float]:
-    """Loads the pipeline once, then per sampler (name -> steps) a first request and `runs` timed ones."""
+                   background_compile: bool = False) -> dict[str, float]:
+    """Loads the pipeline once, then per sampler (name -> steps) a first request and `runs` timed ones.
+
+    `background_compile`: graph mode compiling in the background (`Pipeline.compile_in_background`); requests
+    with the first sampler run back to back until the compiled UNet takes over (their times are the "while
+    compiling" rows), then the timed runs as above.
+    """
     from uvidm_backend.devtools.model_folder import write_model_folder
     from uvidm_backend.pipeline import GenerateOptions
     from uvidm_backend.pipeline.pipeline import Pipeline
@@ -370,13 +377,17 @@ def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, ph
         models = Path(root) / "models"
         paths = full_size_model_folder(models) if full_model else write_model_folder(models)
         started = time.perf_counter()
-        pipeline = Pipeline.load(paths, device=str(device), fast=fast, freeze=freeze, ahead_of_time=ahead_of_time)
+        pipeline = Pipeline.load(paths, device=str(device), fast=fast, freeze=freeze,
+                                 background_compile=background_compile)
         load_seconds = time.perf_counter() - started
         model = "full-size" if full_model else "tiny"
+        rows[f"pipeline ({model} model, fast={pipeline.fast}): load models"] = load_seconds
+        if background_compile:
+            rows.update(requests_while_compiling(pipeline, photo, Path(root) / "compiling", samplers, landmarks,
+                                                 started, label=f"pipeline ({model} model, background compile)"))
         mode = pipeline.fast
-        if pipeline.fast == "compile":
-            mode += " ahead of time" if ahead_of_time else "" if freeze else " without freezing"
-        rows[f"pipeline ({model} model, fast={mode}): load models"] = load_seconds
+        if pipeline.fast == "compile" and not freeze:
+            mode += " without freezing"
         for sampler, steps in samplers.items():
             options = GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024, sampler=sampler)
             started = time.perf_counter()
@@ -391,6 +402,32 @@ def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, ph
                 totals.append(timings)
             rows.update({f"{label}: {stage}": statistics.median(t[stage] for t in totals) for stage in totals[0]})
             rows[f"{label}: slowest total"] = max(t["total"] for t in totals)
+    return rows
+
+
+def requests_while_compiling(pipeline, photo: Path, out: Path, samplers: dict[str, int], landmarks, started: float,
+                             label: str) -> dict[str, float]:
+    """Requests back to back while `pipeline` compiles in the background: what a service's users see."""
+    from uvidm_backend.pipeline import GenerateOptions
+
+    sampler, steps = next(iter(samplers.items()))
+    options = GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024, sampler=sampler)
+    totals = []
+    while pipeline.describe()["compiling"]:
+        request_started = time.perf_counter()
+        pipeline.generate_to_folder(photo, out / str(len(totals)), options)
+        totals.append(time.perf_counter() - request_started)
+        if len(totals) == 1:
+            first = time.perf_counter() - started
+    compiled = pipeline.wait_compiled()
+    rows = {f"{label}: load to first result": first} if totals else {}
+    if len(totals) > 1:
+        later = totals[1:]
+        rows.update({f"{label}, {sampler} {steps}: median of {len(later)} later requests while compiling":
+                     statistics.median(later),
+                     f"{label}, {sampler} {steps}: slowest of them": max(later)})
+    rows[f"{label}: {'compiled UNet took over' if compiled else 'compilation failed'} after load"] = \
+        time.perf_counter() - started
     return rows
 
 
@@ -416,8 +453,9 @@ def main() -> None:
     parser.add_argument("--pipeline-fast", default="auto", choices=["auto", "off", "graph", "compile"])
     parser.add_argument("--pipeline-no-freeze", action="store_true",
                         help="with --pipeline-fast compile: no weight freezing (start-up from warm caches)")
-    parser.add_argument("--pipeline-aot", action="store_true",
-                        help="with --pipeline-fast compile: the UNet from an AOTInductor package (built on first use)")
+    parser.add_argument("--pipeline-background-compile", action="store_true",
+                        help="with --pipeline-fast graph or auto: compile in the background as `uvidm serve` does, "
+                             "requests running meanwhile")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--photo", type=Path, help="photo for the pipeline run (default: insightface's t1.jpg)")
     parser.add_argument("--landmarks", type=Path,
@@ -445,7 +483,8 @@ def main() -> None:
     if not args.skip_pipeline:
         samplers = {sampler: args.dpm_steps if sampler == "dpmpp" else args.steps for sampler in args.sampler}
         rows.update(bench_pipeline(device, samplers, args.runs, args.photo or default_photo(), args.landmarks,
-                                   args.full_model, args.pipeline_fast, not args.pipeline_no_freeze, args.pipeline_aot))
+                                   args.full_model, args.pipeline_fast, not args.pipeline_no_freeze,
+                                   args.pipeline_background_compile))
     width = max(map(len, rows))
     print(f"{'stage'.ljust(width)}  median ms")
     for key, seconds in rows.items():

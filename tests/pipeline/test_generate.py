@@ -305,3 +305,10 @@ def test_the_condition_stage_runs_the_fuser_it_is_given(pipeline, monkeypatch):
     size = pipeline.model_size
     assert calls == [(1, 3, size, size)]
     np.testing.assert_array_equal(actual.albedo_model, expected.albedo_model)
+
+
+def test_nothing_compiles_in_the_background_off_graph_mode(model_paths):
+    """`serve`'s background compilation upgrades graph mode only: on the CPU the float32 path stays."""
+    pipeline = pipeline_module.Pipeline.load(model_paths, device="cpu", fast="auto", background_compile=True)
+    assert pipeline.describe()["fast"] == "off" and not pipeline.describe()["compiling"]
+    assert pipeline.compile_in_background() is None and not pipeline.wait_compiled(timeout=0)

@@ -36,3 +36,24 @@ def test_fast_pipeline_gives_the_float32_heads(model_paths):
         np.testing.assert_allclose(actual.mesh.vertices, wanted.mesh.vertices, atol=1e-5)  # float32 in both
     # Two faces, two textures (close with random weights: 0.29 levels apart on average on an H200).
     assert not np.array_equal(first.albedo_model, second.albedo_model)
+
+
+def test_background_compilation_takes_over_between_generations(model_paths):
+    """`serve`'s default: graph mode answers at once while the UNet compiles in a background thread, then
+    the compiled UNet (and fused sampler updates) run the next generations, computing the same heads."""
+    faces = fixture_landmarks()["t1.jpg"]["faces"]
+    photo = sample_photo("t1.jpg")
+    options = GenerateOptions(landmarks=faces[0]["lm5"], steps=10, seed=3, texture_size=512, sampler="dpmpp")
+    reference = Pipeline.load(model_paths, device="cuda", fast="off").generate(photo, options)
+    pipeline = Pipeline.load(model_paths, device="cuda", fast="graph", background_compile=True)
+    graph_unet = pipeline.eps_model
+    while_compiling = pipeline.generate(photo, options)  # runs beside the compiler, not after it
+    assert pipeline.wait_compiled(timeout=900), "the background compilation failed (see the log)"
+    described = pipeline.describe()
+    assert described["fast"] == "compile" and not described["compiling"]
+    assert pipeline.eps_model is not graph_unet and pipeline.eps_model.compile_mode == "default"
+    compiled = pipeline.generate(photo, options)
+    for head in (while_compiling, compiled):
+        mean, p99 = _difference(head.albedo_model, reference.albedo_model)
+        assert mean < 2.0 and p99 < 12, f"model texture differs from float32: mean {mean:.2f}, 99th pct {p99:.1f}"
+

@@ -38,7 +38,7 @@ def test_happy_path_end_to_end(serve, photo):
     client = server.client()
     health = client.get("/v1/health").json()
     assert health["models"]["state"] == "ready" and health["models"]["loaded"]
-    assert health["device"] == "cpu" and health["queue_capacity"] == 16
+    assert health["device"] == "cpu" and health["queue_capacity"] == 16 and health["models"]["fast"] == "off"
 
     files, data = photo.form(seed=5, delight="true", expression="neutral")
     response = client.post("/v1/jobs", files=files, data=data)

@@ -129,3 +129,25 @@ def test_finished_jobs_expire(serve, gate, small_photo):
         time.sleep(0.1)
     assert not (server.settings.jobs_dir / job["id"]).exists()
     assert client.get(f"/v1/jobs/{kept['id']}").json()["state"] == "queued"  # unfinished jobs never expire
+
+
+def test_health_follows_a_background_compilation(serve):
+    """`--fast auto` on a GPU goes from graph to compile while serving; health must show the switch. The
+    compilation itself needs CUDA (tests/pipeline/test_generate_gpu.py), so a runner plays its description."""
+    from uvidm_backend.service.worker import ModelHolder
+
+    class Compiling:
+        fast, compiling = "graph", True
+
+        def describe(self):
+            return {"device": "cuda:0", "dtype": "bfloat16", "fast": self.fast, "compiling": self.compiling,
+                    "models": ["ldm"]}
+
+        def generate_to_folder(self, *args, **kwargs):
+            raise AssertionError("no job is submitted here")
+
+    runner = Compiling()
+    client = serve(ModelHolder(runner=runner)).client()
+    assert client.get("/v1/health").json()["models"]["fast"] == "graph"
+    runner.fast, runner.compiling = "compile", False
+    assert client.get("/v1/health").json()["models"]["fast"] == "compile"

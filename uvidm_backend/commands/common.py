@@ -21,4 +21,5 @@ def model_paths(args: argparse.Namespace) -> ModelPaths:
 def add_fast_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", choices=FAST_MODES, default="auto",
                         help="GPU speed-ups: off (float32), graph (bf16 + CUDA graph), compile (+ torch.compile: "
-                             "fastest, one to two minutes to start); auto: graph on CUDA (default: %(default)s)")
+                             "fastest, one to two minutes to start); auto: graph on CUDA, and `serve` compiles in "
+                             "the background and switches to compile when ready (default: %(default)s)")

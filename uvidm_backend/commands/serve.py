@@ -81,7 +81,8 @@ def run_serve(args: argparse.Namespace) -> int:
     def load():  # in the loader thread: the service answers (health: loading) while the models load
         from uvidm_backend.pipeline import Pipeline
 
-        return Pipeline.load(paths, device=args.device, fast=args.fast)
+        # "auto": serve at once in graph mode, and at compile mode's speed once compiled in the background.
+        return Pipeline.load(paths, device=args.device, fast=args.fast, background_compile=args.fast == "auto")
 
     app = create_app(settings, ModelHolder(load=load))
     print(f"uvidm serve: http://{settings.host}:{settings.port} (API docs at /docs), jobs in {settings.jobs_dir}"

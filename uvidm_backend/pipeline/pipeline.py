@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import platform
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +27,10 @@ import torch
 from uvidm_backend import __version__
 from uvidm_backend.acceleration import EAGER_UPDATES, CudaGraphed, FastDecoder, compile_unet, warmed_fused_updates
 from uvidm_backend.acceleration.compile_cache import use_persistent_compile_cache
+from uvidm_backend.acceleration.fast import FastUNet, example_unet_inputs
 from uvidm_backend.condition import ConditionStage
 from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
+from uvidm_backend.diffusion.ddim import SamplerUpdate
 from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
 from uvidm_backend.geometry.bfm_files import BFMData, load_bfm
 from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL, project, projXY_to_original, to_camera
@@ -50,6 +54,9 @@ from uvidm_backend.registry import ModelPaths
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
+#: GIL switch interval while compiling in the background: a generation waits up to this long for the GIL each
+#: time it gives it up (CUDA synchronisation, file writes), and the compiler holds it for a minute or more.
+COMPILING_SWITCH_INTERVAL_S = 0.0005
 BFM_UNIT_METRES = 0.1  # BFM coordinates are in units of 10 cm (focal 1015 px at distance 10)
 
 # Share of the whole job each stage stands for, in order (for one progress bar).
@@ -143,8 +150,7 @@ class Pipeline:
     """The loaded models and the steps from a photo to a textured head."""
 
     def __init__(self, paths: ModelPaths, device: torch.device, networks, recon_net, bfm: BFMData,
-                 detector: FaceDetector, corrected_ear_mask: bool = False, fast: str = "off", freeze: bool = True,
-                 ahead_of_time: bool = False):
+                 detector: FaceDetector, corrected_ear_mask: bool = False, fast: str = "off", freeze: bool = True):
         self.paths = paths
         self.device = device
         self.networks = networks.to(device)
@@ -172,40 +178,99 @@ class Pipeline:
         mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().numpy()
         self.export_triangles = outward_triangles(mean_shape, bfm.full_triangles)
         self.fast = fast if device.type == "cuda" else "off"
+        self.freeze = freeze
+        # One generation at a time on the models; swapping in a UNet compiled in the background waits for it.
+        self._gpu = threading.Lock()
+        self._compiling: threading.Thread | None = None
         self.eps_model, self.decode = self.networks.unet, self.networks.decode_latent
         self.sampler_updates = EAGER_UPDATES
         if self.fast != "off":
             # bf16 UNet replayed from a CUDA graph (relative error of the texture ~3e-3, see
             # docs/PERFORMANCE.md); "compile" adds Inductor fusion (minutes to compile, once).
-            self.eps_model = compile_unet(self.networks.unet, torch.bfloat16, batch=1,
-                                          latent_size=self.networks.config.image_size,
-                                          context_len=(self.model_size // 8) ** 2,
-                                          compile_mode=(("aot" if ahead_of_time else "default")
-                                                        if self.fast == "compile" else None),
-                                          freeze=freeze and self.fast == "compile",
-                                          timestep_table=self.networks.config.timesteps)
+            self.eps_model = self._fast_unet(compiled=self.fast == "compile", warm=True)
             self.decode = FastDecoder(self.networks, torch.float32)
             # The float32 fuser replayed from a CUDA graph: the same function without its launch gaps.
             self.condition_stage.fuse_tokens = CudaGraphed(self.networks.condition_fuser)
             if self.fast == "compile":
                 # Inductor is loaded anyway: each sampler update becomes one kernel (graph mode stays free of
                 # torch.compile, whose first use costs seconds of start-up and a working Triton).
-                latent_size = self.networks.config.image_size
-                self.sampler_updates = warmed_fused_updates(
-                    (1, self.networks.config.channels, latent_size, latent_size), device)
+                self.sampler_updates = self._fused_updates()
+            self._capture_graphs()
+
+    def _fast_unet(self, compiled: bool, warm: bool) -> FastUNet:
+        """The bf16 fast UNet, compiled or not; `warm`: compiled and captured now for a generation's shapes."""
+        return compile_unet(self.networks.unet, torch.bfloat16, batch=1 if warm else None,
+                            latent_size=self.networks.config.image_size, context_len=(self.model_size // 8) ** 2,
+                            compile_mode="default" if compiled else None, freeze=self.freeze and compiled,
+                            timestep_table=self.networks.config.timesteps)
+
+    def _fused_updates(self) -> dict[str, SamplerUpdate]:
+        size = self.networks.config.image_size
+        return warmed_fused_updates((1, self.networks.config.channels, size, size), self.device)
+
+    @torch.inference_mode()
+    def _capture_graphs(self) -> None:
+        """Captures the fuser's and decoder's CUDA graphs now (the UNet's is already): a first generation
+        that captures nothing, and no capture later that could collide with a background compilation."""
+        size = self.model_size
+        self.condition_stage.fuse_tokens(torch.zeros(1, 3, size, size, device=self.device))
+        latent_size = self.networks.config.image_size
+        self.decode(torch.zeros(1, self.networks.config.channels, latent_size, latent_size, device=self.device))
+        torch.cuda.synchronize(self.device)
+
+    def compile_in_background(self) -> threading.Thread | None:
+        """Starts compiling the UNet (and the sampler updates) in a background thread; graph mode serves
+        meanwhile and the compiled UNet takes over between two generations, the "compile" mode's speed
+        without its start-up. Returns the thread, or None outside graph mode. A failure only logs a warning.
+        """
+        if self.fast != "graph" or self._compiling is not None:
+            return None
+        log.info("compiling the UNet in the background (torch.compile caches in %s)", use_persistent_compile_cache())
+        self._compiling = threading.Thread(target=self._compile_and_swap, name="uvidm-compile", daemon=True)
+        self._compiling.start()
+        return self._compiling
+
+    def _compile_and_swap(self) -> None:
+        started = time.perf_counter()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, COMPILING_SWITCH_INTERVAL_S))
+        try:
+            # Compiled off the lock, its kernels on a stream of their own: generations go on (slower while the
+            # compiler shares the CPU with them).
+            with torch.inference_mode(), torch.cuda.device(self.device), torch.cuda.stream(torch.cuda.Stream()):
+                unet = self._fast_unet(compiled=True, warm=False)
+                inputs = example_unet_inputs(unet.config, self.device, 1, self.networks.config.image_size,
+                                             (self.model_size // 8) ** 2)
+                unet.without_graph(*inputs)
+                updates = self._fused_updates()
+                torch.cuda.current_stream().synchronize()
+            with self._gpu, torch.inference_mode():
+                unet(*inputs)  # its CUDA graph: captured while no generation runs
+                self.eps_model, self.sampler_updates, self.fast = unet, updates, "compile"
+            log.info("the compiled UNet took over after %.1f s", time.perf_counter() - started)
+        except Exception:  # noqa: BLE001 - graph mode goes on serving; say why it stays
+            log.warning("compiling the UNet in the background failed; graph mode stays", exc_info=True)
+        finally:
+            sys.setswitchinterval(interval)
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Waits for a background compilation (`compile_in_background`); True once the compiled UNet runs."""
+        if self._compiling is not None:
+            self._compiling.join(timeout)
+        return self.fast == "compile"
 
     @classmethod
     def load(cls, paths: ModelPaths | None = None, device: str = "auto", use_ema: bool = False,
              trust_pickle: bool = False, corrected_ear_mask: bool = False, fast: str = "auto",
-             freeze: bool = True, ahead_of_time: bool = False) -> Pipeline:
+             freeze: bool = True, background_compile: bool = False) -> Pipeline:
         """Loads every model file (raises `ModelFilesMissing` naming what to download).
 
         `fast`: "off" (float32, the reference numbers), "graph" (bf16 UNet in a CUDA graph),
         "compile" (also torch.compile: fastest, minutes of compilation at start-up), "auto" (graph
         on CUDA, off on the CPU). `freeze` (compile only): Inductor's weight freezing, a faster step
-        but no warm-cache start-up (its AOTAutograd cache skips frozen graphs; docs/PERFORMANCE.md);
-        `ahead_of_time` (compile only): the UNet from an AOTInductor package instead, built at the first
-        start and loaded afterwards (`acceleration.aot_package`; not yet measured on a GPU).
+        but no warm-cache start-up (its AOTAutograd cache skips frozen graphs; docs/PERFORMANCE.md).
+        `background_compile` (graph mode, "auto" on CUDA included): starts `compile_in_background`, for a
+        service: graph mode's start-up, then compile mode's speed.
         """
         if fast not in FAST_MODES:
             raise ValueError(f"fast must be one of {', '.join(FAST_MODES)} (got {fast!r})")
@@ -228,13 +293,16 @@ class Pipeline:
         if fast == "compile":
             log.info("torch.compile caches in %s", use_persistent_compile_cache())
         pipeline = cls(paths, device, networks, recon_net, bfm, FaceDetector(paths.insightface_root),
-                       corrected_ear_mask, fast, freeze, ahead_of_time)
+                       corrected_ear_mask, fast, freeze)
         log.info("models loaded in %.1f s on %s", time.perf_counter() - started, pipeline.device)
+        if background_compile:
+            pipeline.compile_in_background()
         return pipeline
 
     def describe(self) -> dict[str, Any]:
         return {"device": str(self.device), "dtype": "float32" if self.fast == "off" else "bfloat16",
-                "fast": self.fast, "rasterizer": type(self.rasterizer).__name__,
+                "fast": self.fast, "compiling": self._compiling is not None and self._compiling.is_alive(),
+                "rasterizer": type(self.rasterizer).__name__,
                 "texture_size_model": self.model_size,
                 "models": ["ldm", "recon_net", "face_parsing", "bfm"]}
 
@@ -260,9 +328,15 @@ class Pipeline:
         face = select_face(faces, options.face_index, photo=photo)
         return face, faces.index(face)
 
-    @torch.inference_mode()
     def generate(self, photo_source: bytes | str | Path, options: GenerateOptions | None = None,
                  progress: Progress | None = None) -> Head:
+        """The head of `photo_source` in memory (see `generate_to_folder` for the files)."""
+        with self._gpu:
+            return self._generate(photo_source, options, progress)
+
+    @torch.inference_mode()
+    def _generate(self, photo_source: bytes | str | Path, options: GenerateOptions | None,
+                  progress: Progress | None) -> Head:
         options = options or GenerateOptions()
         tracker = _ProgressTracker(progress, self.device)
         device = self.device

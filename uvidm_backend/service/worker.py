@@ -72,10 +72,13 @@ class ModelHolder:
         return self._ready.wait(timeout)
 
     def status(self) -> dict[str, Any]:
+        if self._runner is not None and self._description.get("compiling"):
+            self._describe()  # a background compilation changes the fast mode; follow it until it ends
         models = self._description.get("models", [])
         return {"state": self.state, "error": self._error,
                 "loaded": [str(model) for model in models] if isinstance(models, list | tuple) else [],
-                "device": self._description.get("device"), "dtype": self._description.get("dtype")}
+                "device": self._description.get("device"), "dtype": self._description.get("dtype"),
+                "fast": self._description.get("fast")}
 
     def _load_models(self) -> None:
         try:
