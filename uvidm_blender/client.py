@@ -237,6 +237,9 @@ def describe_health(health: Mapping[str, Any]) -> str:
     queue = health.get("queue_length")
     capacity = health.get("queue_capacity")
     queue_text = f"; {queue} of {capacity} queue places taken" if queue is not None and capacity else ""
+    if state == "ready" and models.get("compiling"):
+        return (f"{version}: ready{queue_text}; jobs get faster once the network is compiled, a minute or two "
+                "after start-up.")
     if state == "ready":
         return f"{version}: ready{queue_text}."
     if state == "loading":

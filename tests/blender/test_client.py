@@ -135,6 +135,9 @@ def test_not_a_backend(tmp_path):
 def test_describe_health_states():
     base = {"version": "1", "device": "cuda", "queue_length": 0, "queue_capacity": 4}
     assert "loading" in describe_health({**base, "models": {"state": "loading"}})
+    assert "compiled" in describe_health({**base, "models": {"state": "ready", "fast": "graph", "compiling": True}})
+    assert "compiled" not in describe_health({**base, "models": {"state": "ready", "fast": "compile",
+                                                                 "compiling": False}})
     failed = describe_health({**base, "models": {"state": "failed", "error": "missing unet.ckpt"}})
     assert "missing unet.ckpt" in failed and "model folder" in failed
     assert describe_job({"state": "failed", "error": "no face found"}) == "Failed: no face found"

@@ -148,6 +148,8 @@ def test_health_follows_a_background_compilation(serve):
 
     runner = Compiling()
     client = serve(ModelHolder(runner=runner)).client()
-    assert client.get("/v1/health").json()["models"]["fast"] == "graph"
+    models = client.get("/v1/health").json()["models"]
+    assert models["fast"] == "graph" and models["compiling"]
     runner.fast, runner.compiling = "compile", False
-    assert client.get("/v1/health").json()["models"]["fast"] == "compile"
+    models = client.get("/v1/health").json()["models"]
+    assert models["fast"] == "compile" and not models["compiling"]

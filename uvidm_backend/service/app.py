@@ -82,6 +82,7 @@ class ModelsModel(BaseModel):
     loaded: list[str] = Field(description="the networks and data the pipeline holds")
     fast: str | None = Field(description="the GPU fast path now running: off, graph or compile (null while "
                                          "loading); `--fast auto` goes from graph to compile when compiled")
+    compiling: bool = Field(description="the network is being compiled in the background; jobs get faster after")
 
 
 class HealthModel(BaseModel):
@@ -311,7 +312,7 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
         # Handlers answer JSONResponse: the models document the schema, the store's dicts need no re-validation.
         status = models.status()
         return JSONResponse({"version": __version__, "device": status["device"],
-                             "models": {key: status[key] for key in ("state", "error", "loaded", "fast")},
+                             "models": {key: status[key] for key in ("state", "error", "loaded", "fast", "compiling")},
                              "queue_length": store.queue_length(), "queue_capacity": settings.queue_capacity,
                              "token_required": settings.token is not None})
 

@@ -78,7 +78,7 @@ class ModelHolder:
         return {"state": self.state, "error": self._error,
                 "loaded": [str(model) for model in models] if isinstance(models, list | tuple) else [],
                 "device": self._description.get("device"), "dtype": self._description.get("dtype"),
-                "fast": self._description.get("fast")}
+                "fast": self._description.get("fast"), "compiling": bool(self._description.get("compiling"))}
 
     def _load_models(self) -> None:
         try:
