@@ -382,14 +382,17 @@ def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, ph
         load_seconds = time.perf_counter() - started
         model = "full-size" if full_model else "tiny"
         rows[f"pipeline ({model} model, fast={pipeline.fast}): load models"] = load_seconds
+        requests = {sampler: GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024, sampler=sampler)
+                    for sampler, steps in samplers.items()}
         if background_compile:
-            rows.update(requests_while_compiling(pipeline, photo, Path(root) / "compiling", samplers, landmarks,
-                                                 started, label=f"pipeline ({model} model, background compile)"))
+            first_options = next(iter(requests.values()))
+            rows.update(requests_while_compiling(pipeline, photo, Path(root) / "compiling", first_options, started,
+                                                 label=f"pipeline ({model} model, background compile)"))
         mode = pipeline.fast
         if pipeline.fast == "compile" and not freeze:
             mode += " without freezing"
-        for sampler, steps in samplers.items():
-            options = GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024, sampler=sampler)
+        for sampler, options in requests.items():
+            steps = options.steps
             started = time.perf_counter()
             pipeline.generate_to_folder(photo, Path(root) / f"{sampler}-first", options)
             label = f"pipeline ({model} model, fast={mode}, {sampler} {steps})"
@@ -405,13 +408,9 @@ def bench_pipeline(device: torch.device, samplers: dict[str, int], runs: int, ph
     return rows
 
 
-def requests_while_compiling(pipeline, photo: Path, out: Path, samplers: dict[str, int], landmarks, started: float,
-                             label: str) -> dict[str, float]:
+def requests_while_compiling(pipeline, photo: Path, out: Path, options, started: float, label: str) -> dict[str, float]:
     """Requests back to back while `pipeline` compiles in the background: what a service's users see."""
-    from uvidm_backend.pipeline import GenerateOptions
-
-    sampler, steps = next(iter(samplers.items()))
-    options = GenerateOptions(landmarks=landmarks, steps=steps, texture_size=1024, sampler=sampler)
+    sampler, steps = options.sampler, options.steps
     totals = []
     while pipeline.describe()["compiling"]:
         request_started = time.perf_counter()

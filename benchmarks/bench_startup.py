@@ -39,7 +39,7 @@ def main() -> None:
     started = time.perf_counter()
     with torch.inference_mode():
         compile_unet(networks.unet, torch.bfloat16, batch=1, latent_size=config.image_size,
-                     context_len=(config.texture_size // 8) ** 2, compile_mode="aot" if args.aot else "default",
+                     context_len=config.context_tokens, compile_mode="aot" if args.aot else "default",
                      freeze=not args.no_freeze,
                      timestep_table=config.timesteps)
     if device.type == "cuda":

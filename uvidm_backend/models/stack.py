@@ -85,6 +85,12 @@ class LatentDiffusionConfig:
     def texture_size(self) -> int:
         return self.image_size * 2 ** (len(self.autoencoder.ddconfig.ch_mult) - 1)
 
+    @property
+    def context_tokens(self) -> int:
+        """Tokens the condition fuser makes of a partial texture at `texture_size` (one per 8 x 8 texels):
+        the UNet's context length."""
+        return (self.texture_size // 8) ** 2
+
     def schedule(self) -> DiffusionSchedule:
         return linear_schedule(self.linear_start, self.linear_end, self.timesteps)
 

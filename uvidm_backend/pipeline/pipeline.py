@@ -199,10 +199,13 @@ class Pipeline:
 
     def _fast_unet(self, compiled: bool, warm: bool) -> FastUNet:
         """The bf16 fast UNet, compiled or not; `warm`: compiled and captured now for a generation's shapes."""
+        if compiled:
+            log.info("torch.compile caches in %s", use_persistent_compile_cache())
+        config = self.networks.config
         return compile_unet(self.networks.unet, torch.bfloat16, batch=1 if warm else None,
-                            latent_size=self.networks.config.image_size, context_len=(self.model_size // 8) ** 2,
+                            latent_size=config.image_size, context_len=config.context_tokens,
                             compile_mode="default" if compiled else None, freeze=self.freeze and compiled,
-                            timestep_table=self.networks.config.timesteps)
+                            timestep_table=config.timesteps)
 
     def _fused_updates(self) -> dict[str, SamplerUpdate]:
         size = self.networks.config.image_size
@@ -225,7 +228,7 @@ class Pipeline:
         """
         if self.fast != "graph" or self._compiling is not None:
             return None
-        log.info("compiling the UNet in the background (torch.compile caches in %s)", use_persistent_compile_cache())
+        log.info("compiling the UNet in the background")
         self._compiling = threading.Thread(target=self._compile_and_swap, name="uvidm-compile", daemon=True)
         self._compiling.start()
         return self._compiling
@@ -240,7 +243,7 @@ class Pipeline:
             with torch.inference_mode(), torch.cuda.device(self.device), torch.cuda.stream(torch.cuda.Stream()):
                 unet = self._fast_unet(compiled=True, warm=False)
                 inputs = example_unet_inputs(unet.config, self.device, 1, self.networks.config.image_size,
-                                             (self.model_size // 8) ** 2)
+                                             self.networks.config.context_tokens)
                 unet.without_graph(*inputs)
                 updates = self._fused_updates()
                 torch.cuda.current_stream().synchronize()
@@ -290,8 +293,6 @@ class Pipeline:
         device = pick_device(device)
         if fast == "auto":
             fast = "graph" if device.type == "cuda" else "off"
-        if fast == "compile":
-            log.info("torch.compile caches in %s", use_persistent_compile_cache())
         pipeline = cls(paths, device, networks, recon_net, bfm, FaceDetector(paths.insightface_root),
                        corrected_ear_mask, fast, freeze)
         log.info("models loaded in %.1f s on %s", time.perf_counter() - started, pipeline.device)
