@@ -1,14 +1,14 @@
-"""`uvidm weights check | download` and `uvidm doctor`, run as the real command in a subprocess."""
+"""`uvidm weights check` and `uvidm doctor`, run as the real command in a subprocess (downloads:
+tests/model_files/test_download.py)."""
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from uvidm_backend.devtools.model_folder import write_model_folder
-from uvidm_backend.registry import HUB_REPOSITORY, MODEL_FILES
+from uvidm_backend.registry import MODEL_FILES
 
 
 @pytest.fixture(scope="module")
@@ -40,46 +40,6 @@ def test_check_names_what_is_missing_and_how_to_get_it(tmp_path):
     result = uvidm("weights", "check", "--weights", tmp_path / "w", "--bfm", tmp_path / "b")
     assert result.returncode == 1
     assert "missing" in result.stdout and "uvidm weights download" in result.stdout
-
-
-def hub_cache_from(model_paths, cache):
-    """The local hub cache as huggingface_hub lays it out, holding the model folder's files."""
-    repo = cache / ("models--" + HUB_REPOSITORY.replace("/", "--"))
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    for file in MODEL_FILES:
-        source = model_paths.path(file)
-        if file.hub_path and source.is_file():
-            target = repo / "snapshots" / commit / file.hub_path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-
-
-def test_download_places_files_from_the_hub_cache_offline(model_paths, tmp_path):
-    cache = tmp_path / "hub"
-    hub_cache_from(model_paths, cache)
-    target = tmp_path / "target"
-    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
-    result = uvidm("weights", "download", "--weights", target / "weights", "--bfm", target / "BFM",
-                   "--skip-detector", env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    for file in MODEL_FILES:
-        placed = (target / ("weights" if file.folder == "weights" else "BFM") / file.name)
-        if file.required:
-            assert placed.read_bytes() == model_paths.path(file).read_bytes(), file.name
-    assert not list(target.rglob("*.partial"))
-    check = uvidm("weights", "check", "--weights", target / "weights", "--bfm", target / "BFM")
-    assert check.returncode == 0
-
-
-def test_download_offline_without_a_cache_says_what_to_do(tmp_path):
-    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
-    result = uvidm("weights", "download", "--weights", tmp_path / "w", "--bfm", tmp_path / "b", "--skip-detector",
-                   env=env)
-    assert result.returncode == 1
-    assert "HF_HUB_OFFLINE" in result.stdout and "ldm.ckpt" in result.stdout
-    assert not (tmp_path / "w" / "ldm.ckpt").exists()
 
 
 def test_doctor_reports_each_part_with_advice(model_paths, tmp_path):
