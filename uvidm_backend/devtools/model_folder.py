@@ -32,8 +32,10 @@ from pathlib import Path
 
 import torch
 
+from uvidm_backend.devtools.ict_fixture import write_ict_folder
 from uvidm_backend.devtools.synthetic_head import GRID_STEP_DEG, synthetic_head, write_bfm_folder
 from uvidm_backend.devtools.tiny import tiny_ldm_config
+from uvidm_backend.fullhead.files import full_head_folder
 from uvidm_backend.models.bisenet import BiSeNet
 from uvidm_backend.models.recon_net import ReconNet
 from uvidm_backend.models.stack import LatentDiffusionNetworks
@@ -119,12 +121,14 @@ def write_weights(folder: Path, networks: LatentDiffusionNetworks, seed: int) ->
 
 
 def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, uv_tables: bool = False,
-                       uv_table_size: int = 256, head_grid_step_deg: float = GRID_STEP_DEG) -> ModelPaths:
+                       uv_table_size: int = 256, head_grid_step_deg: float = GRID_STEP_DEG,
+                       full_head: bool = False) -> ModelPaths:
     """Writes a complete model folder with RANDOM weights under `root` (see the module docstring).
 
     Deterministic for a seed (byte-identical files). `uv_tables=True` adds the optional
     `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2). `head_grid_step_deg` sets the
-    synthetic head's density (`synthetic_head`). About a second on a CPU.
+    synthetic head's density (`synthetic_head`). `full_head=True` adds the synthetic ICT-format head of
+    `devtools.ict_fixture` in `weights/ict_facekit/` (for `--head full`). About a second on a CPU.
     """
     started = time.perf_counter()
     root = Path(root)
@@ -132,6 +136,8 @@ def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, 
     write_weights(paths.weights, random_networks(seed, texture_size), seed)
     head = synthetic_head(seed, head_grid_step_deg)
     write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size)
+    if full_head:
+        write_ict_folder(full_head_folder(paths), seed)
     (root / "README.txt").write_text(README.format(texture_size=texture_size, n_vertices=head.n_vertices, seed=seed,
                                                    weights=paths.weights, bfm=paths.bfm))
     log.info("random-weight model folder written to %s in %.1f s (%s)", root, time.perf_counter() - started,
@@ -147,13 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="folder to write (created if absent)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--texture-size", type=int, default=64, help="texture side of the tiny model (default 64)")
+    parser.add_argument("--full-head", action="store_true",
+                        help="also write a synthetic ICT-format head into weights/ict_facekit (for --head full)")
     parser.add_argument("--uv-tables", action="store_true",
                         help="also write BFM/triangle_buffer.npy and barycentric_weight.npy (256x256)")
     args = parser.parse_args(argv)
     if args.out_dir.resolve() in (REPO_ROOT / "weights", REPO_ROOT / "BFM", REPO_ROOT):
         parser.error(f"{args.out_dir} is where the real model files live; choose another folder")
     paths = write_model_folder(args.out_dir, seed=args.seed, texture_size=args.texture_size,
-                               uv_tables=args.uv_tables)
+                               uv_tables=args.uv_tables, full_head=args.full_head)
     banner = "!" * 100
     # A command-line tool's own report goes to stdout, as in `uvidm weights`.
     print(f"{banner}\n{WARNING}\n{banner}")

@@ -417,9 +417,11 @@ class _GLBWriter:
         return len(self.accessors) - 1
 
 
-def morphed_glb_bytes(mesh: MorphedMesh) -> bytes:
+def morphed_glb_bytes(mesh: MorphedMesh, pngs: dict[int, bytes] | None = None) -> bytes:
     """Binary glTF 2.0: one node and mesh, a primitive per part, morph targets named in `mesh.extras.targetNames`
-    (the convention of Blender, three.js and Babylon), `mesh.weights` the targets' default weights."""
+    (the convention of Blender, three.js and Babylon), `mesh.weights` the targets' default weights.
+    `pngs`: textures already encoded, by material index."""
+    pngs = pngs or {}
     writer = _GLBWriter()
     primitives = []
     for part in mesh.parts:
@@ -435,10 +437,11 @@ def morphed_glb_bytes(mesh: MorphedMesh) -> bytes:
             primitive["targets"] = [{"POSITION": writer.target(offsets)} for offsets in part.targets]
         primitives.append(primitive)
     materials, textures, images = [], [], []
-    for material in mesh.materials:
+    for index, material in enumerate(mesh.materials):
         pbr: dict = {"metallicFactor": float(METALLIC), "roughnessFactor": float(material.roughness)}
         if material.texture is not None:
-            images.append({"bufferView": writer.view(encode_png(material.texture)), "mimeType": "image/png"})
+            png = pngs.get(index) or encode_png(material.texture)
+            images.append({"bufferView": writer.view(png), "mimeType": "image/png"})
             textures.append({"source": len(images) - 1, "sampler": 0})
             pbr["baseColorTexture"] = {"index": len(textures) - 1, "texCoord": 0}
         if tuple(material.base_color) != (1.0, 1.0, 1.0, 1.0):
@@ -481,10 +484,11 @@ def texture_file_name(material: Material) -> str:
     return f"{_obj_token(material.name)}.png"
 
 
-def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_name: str) -> tuple[Path, Path]:
+def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_name: str, *,
+                      write_textures: bool = True) -> tuple[Path, Path]:
     """Wavefront OBJ + MTL of the posed mesh (morph targets applied at their weights: OBJ has no shape keys),
     a `usemtl` group per part; each textured material's PNG is written beside them
-    (`<material name>.png`). Returns the OBJ and MTL paths."""
+    (`<material name>.png`; `write_textures=False`: the caller writes them). Returns the OBJ and MTL paths."""
     obj_path = Path(obj_path)
     mtl_name = _relative_reference(mtl_name, "mtl_name", allow_folders=False)
     lines = ["# UV-IDM for Blender"]
@@ -508,7 +512,7 @@ def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_n
                  _rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d")]
         offset += len(part.vertices)
     mtl_path = obj_path.parent / mtl_name
-    for material in mesh.materials:
+    for material in mesh.materials if write_textures else ():
         if material.texture is not None:
             write_png(material.texture, obj_path.parent / texture_file_name(material))
     write_bytes(mtl, mtl_path)

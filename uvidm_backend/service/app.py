@@ -334,12 +334,14 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
         texture_size: Annotated[int | None, Form(description="side of albedo.png in pixels (256..2048)")] = None,
         delight: Annotated[bool | None, Form(description="divide out the fitted shading")] = None,
         expression: Annotated[str | None, Form(description="'photo' or 'neutral'")] = None,
+        head: Annotated[str | None, Form(description="'bfm' (default), 'full' (the ICT full head, head_full.*) "
+                                                     "or 'both'")] = None,
     ) -> JSONResponse:
         if models.state == "failed":
             raise HTTPException(503, f"the models could not be loaded ({models.error}); fix the model files "
                                      "(`uvidm weights check`) and restart the service")
         given = {"face_index": face_index, "steps": steps, "sampler": sampler, "eta": eta, "seed": seed,
-                 "texture_size": texture_size, "delight": delight, "expression": expression}
+                 "texture_size": texture_size, "delight": delight, "expression": expression, "head": head}
         try:
             chosen = {key: value for key, value in given.items() if value is not None}
             chosen["landmarks"] = parse_landmarks(landmarks)
