@@ -217,27 +217,31 @@ def build_fixture(seed: int = 0) -> tuple[np.ndarray, _Builder, dict, np.ndarray
     distance = np.linalg.norm(skin[candidates, None, :2] - targets[None], axis=2)
     landmarks = candidates[distance.argmin(axis=0)]
 
-    # Identity: smooth random fields over the skin (the inner parts follow the nearest skin region rigidly).
+    # Identity: smooth random fields over the head, of higher order than a translation, rotation or scaling
+    # (which the fit's similarity transform takes: like ICT's identity shapes, these change the form).
     scale = np.array(SEMI_AXES) * CM_PER_BFM_UNIT
     unit = neutral / scale
     fields = np.stack([np.cos(math.pi * p * (unit[:, 0] + 1) / 2) * np.cos(math.pi * q * (unit[:, 1] + 1) / 2)
-                       for p in range(3) for q in range(3)], axis=1)
-    mixing = rng.standard_normal((fields.shape[1], 3, IDENTITY_COUNT)) / 3.0
+                       for p in range(4) for q in range(4) if p + q >= 3], axis=1)
+    mixing = rng.standard_normal((fields.shape[1], 3, IDENTITY_COUNT)) / math.sqrt(fields.shape[1])
     identity = np.einsum("nm,mck->knc", fields, mixing) * IDENTITY_AMPLITUDE_CM
     identity /= (1.0 + np.arange(IDENTITY_COUNT) / 4.0)[:, None, None]
 
+    # Expressions: a smooth bump of each family's region, mirrored for _R, each with its own direction and
+    # centre offset so that no two shapes are alike (as in ICT, they are linearly independent).
     expressions = np.zeros((len(EXPRESSIONS), *neutral.shape))
     for k, name in enumerate(EXPRESSIONS):
         (cx, cy), radius, direction = _REGIONS[_family(name)]
         sign = -1.0 if name.endswith("_R") else 1.0
         if not name.endswith(("_L", "_R")):
-            cx = {"jawLeft": 1.5, "jawRight": -1.5, "mouthLeft": 1.5, "mouthRight": -1.5}.get(name, 0.0)
-            sign = 1.0
-        weight = _gauss(neutral[:, 0], neutral[:, 1], sign * cx, cy, radius, radius)
+            cx, sign = {"jawLeft": 1.5, "jawRight": -1.5, "mouthLeft": 1.5, "mouthRight": -1.5}.get(name, 0.0), 1.0
+        jitter = rng.uniform(-0.6, 0.6, 2)
+        weight = _gauss(neutral[:, 0], neutral[:, 1], sign * (cx + jitter[0]), cy + jitter[1], radius, radius)
         weight *= neutral[:, 2] > 0  # the front only
         weight[weight < 0.01] = 0.0  # local: most vertices do not move (sparse targets)
-        vector = np.array(direction, float) * [sign, 1.0, 1.0] * (1.0 + 0.1 * (k % 5))
-        expressions[k] = weight[:, None] * vector * EXPRESSION_AMPLITUDE_CM
+        vector = np.array(direction, float) + 0.5 * rng.standard_normal(3)
+        vector *= [sign, 1.0, 1.0]
+        expressions[k] = weight[:, None] * vector / np.linalg.norm(vector) * EXPRESSION_AMPLITUDE_CM
     indices = {
         "expressions": list(EXPRESSIONS),
         "fitting_expressions": list(EXPRESSIONS),

@@ -22,8 +22,9 @@ import scipy.optimize
 from uvidm_backend.fullhead.correspondence import Correspondence, similarity
 from uvidm_backend.fullhead.ict_files import ICTModel
 
-IDENTITY_PRIOR = 0.05  # ridge weight of unit-variance identity coefficients, in cm^2 of summed error
-EXPRESSION_PRIOR = 0.01
+# Ridge weights, relative to the mean diagonal of each normal matrix (so the same for any mesh density).
+IDENTITY_PRIOR = 1e-3
+EXPRESSION_PRIOR = 1e-3
 POSE_ITERATIONS = 3
 
 
@@ -43,8 +44,10 @@ class FitSystem:
         vertices = correspondence.fit_vertices
         identity = ict.identity[:, vertices].reshape(len(ict.identity), -1).T.astype(np.float64)
         expressions = ict.expressions[:, vertices].reshape(len(ict.expressions), -1).T.astype(np.float64)
-        gram = identity.T @ identity + IDENTITY_PRIOR * np.eye(identity.shape[1])
-        expression_gram = expressions.T @ expressions + EXPRESSION_PRIOR * np.eye(expressions.shape[1])
+        gram = identity.T @ identity
+        gram += IDENTITY_PRIOR * np.mean(np.diag(gram)) * np.eye(len(gram))
+        expression_gram = expressions.T @ expressions
+        expression_gram += EXPRESSION_PRIOR * np.mean(np.diag(expression_gram)) * np.eye(len(expression_gram))
         return cls(vertices, ict.neutral[vertices].astype(np.float64), identity, scipy.linalg.cho_factor(gram),
                    expressions, np.linalg.cholesky(expression_gram))
 
