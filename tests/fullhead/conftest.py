@@ -21,3 +21,11 @@ def full_pipeline(full_model_paths):
     from uvidm_backend.pipeline.pipeline import Pipeline
 
     return Pipeline.load(full_model_paths, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """A pipeline whose model folder has no full-head files."""
+    from uvidm_backend.pipeline.pipeline import Pipeline
+
+    return Pipeline.load(write_model_folder(tmp_path_factory.mktemp("models"), seed=0), device="cpu")
