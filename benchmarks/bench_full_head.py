@@ -53,7 +53,8 @@ def seam_error(head) -> dict:
     colour = texture[height - 1 - rows, cols]
     spread = np.array([np.ptp(colour[welded[seam] == group], axis=0).max() for group in np.unique(welded[seam])])
     return {"seam_points": len(spread), "seam_error_mean": round(float(spread.mean()), 2),
-            "seam_error_p95": round(float(np.percentile(spread, 95)), 2), "seam_error_max": round(float(spread.max()), 2)}
+            "seam_error_p95": round(float(np.percentile(spread, 95)), 2),
+            "seam_error_max": round(float(spread.max()), 2)}
 
 
 def open_skin_edges(model: FullHeadModel) -> int:

@@ -41,7 +41,8 @@ def test_cache_is_read_back_and_follows_the_files(tmp_path, ict_folder):
     changed = tmp_path / "changed"
     changed.mkdir()
     for path in ict_folder.iterdir():
-        (changed / path.name).write_bytes(path.read_bytes())
+        if path.suffix != ".npz":
+            (changed / path.name).write_bytes(path.read_bytes())
     lines = (changed / "identity000.obj").read_text().splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("v "))
     lines[first] = "v 9 9 9"
@@ -53,7 +54,8 @@ def test_cache_is_read_back_and_follows_the_files(tmp_path, ict_folder):
 
 def test_a_broken_file_is_named(tmp_path, ict_folder):
     for path in ict_folder.iterdir():
-        (tmp_path / path.name).write_bytes(path.read_bytes())
+        if path.suffix != ".npz":  # the model files, not caches other tests left
+            (tmp_path / path.name).write_bytes(path.read_bytes())
     lines = (tmp_path / "eyeBlink_L.obj").read_text().splitlines()
     (tmp_path / "eyeBlink_L.obj").write_text("\n".join(line for line in lines if not line.startswith("v ")))
     with pytest.raises(ICTFileError, match="eyeBlink_L.obj: has no vertices"):
