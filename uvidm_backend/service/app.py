@@ -32,7 +32,7 @@ from uvidm_backend import __version__
 from uvidm_backend.pipeline.errors import InputError
 from uvidm_backend.pipeline.images import load_photo, readable_formats
 from uvidm_backend.pipeline.options import GenerateOptions
-from uvidm_backend.service.jobs import OUTPUT_FILES, JobStore, QueueFull, safe_file_name, valid_job_id
+from uvidm_backend.service.jobs import SERVED_FILES, JobStore, QueueFull, safe_file_name, valid_job_id
 from uvidm_backend.service.settings import ServiceSettings
 from uvidm_backend.service.worker import Cleaner, ModelHolder, Runner, Worker
 
@@ -411,10 +411,10 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
     @app.get("/v1/jobs/{job_id}/files/{name}", dependencies=guarded, tags=["jobs"], summary="One output file",
              response_class=FileResponse, responses={
                  200: {"content": {media: {} for media in MEDIA_TYPES.values()},
-                       "description": f"one of {', '.join(OUTPUT_FILES)}"}, **_errors(401, 404, 409)})
+                       "description": f"one of {', '.join(SERVED_FILES)}"}, **_errors(401, 404, 409)})
     def get_file(job_id: str, name: str) -> FileResponse:
-        if name not in OUTPUT_FILES:
-            raise HTTPException(404, f"no such file: the files are {', '.join(OUTPUT_FILES)}")
+        if name not in SERVED_FILES:
+            raise HTTPException(404, f"no such file: the files are {', '.join(SERVED_FILES)}")
         finished_job(job_id)
         path = store.output_file(job_id, name)
         if path is None:
