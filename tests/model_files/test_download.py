@@ -237,3 +237,20 @@ def test_nothing_is_downloaded_without_consent(release, tmp_path):
     assert result.returncode == 2
     assert "non-commercial" in result.stdout and "--accept-licences" in result.stdout
     assert not (tmp_path / "m" / "weights" / "ldm.ckpt").exists()
+
+
+def test_the_full_head_from_a_checkout_is_recorded_with_the_other_files(release, tmp_path):
+    from uvidm_backend.devtools.ict_fixture import write_ict_folder
+
+    checkout = tmp_path / "ICT-FaceKit"
+    write_ict_folder(checkout / "FaceXModel")
+    result = uvidm("weights", "download", "--from", release, "--full-head-from", checkout,
+                   *target_args(tmp_path / "m"), "--accept-licences", "--skip-detector")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ICT FaceKit" in result.stdout and "MIT" in result.stdout
+    manifest = json.loads((tmp_path / "m" / "weights" / "models.json").read_text())["files"]
+    neutral = manifest["ict_facekit/generic_neutral_mesh.obj"]
+    assert (neutral["source"], neutral["path"]) == ("folder", "FaceXModel/generic_neutral_mesh.obj")
+    assert neutral["sha256"] == hashlib.sha256(
+        (checkout / "FaceXModel" / "generic_neutral_mesh.obj").read_bytes()).hexdigest()
+    assert uvidm("weights", "check", *target_args(tmp_path / "m")).returncode == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from uvidm_backend.commands.common import add_fast_option, add_model_folder_options, model_paths
 from uvidm_backend.pipeline.errors import ModelFilesMissing, UVIDMError
-from uvidm_backend.pipeline.options import EXPRESSIONS, SAMPLERS, GenerateOptions
+from uvidm_backend.pipeline.options import EXPRESSIONS, HEADS, SAMPLERS, GenerateOptions
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--delight", action="store_true", help="divide out the fitted lighting from the texture")
     parser.add_argument("--expression", choices=EXPRESSIONS, default=defaults.expression,
                         help="mesh expression: as in the photo or neutral (default: %(default)s)")
+    parser.add_argument("--head", choices=HEADS, default=defaults.head,
+                        help="bfm: the BFM head (head.glb); full: the ICT full head for game engines (head_full.glb: "
+                             "closed head, eyes, teeth, 53 ARKit shape keys; `uvidm weights download --full-head` "
+                             "first); both (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     parser.add_argument("--corrected-ear-mask", action="store_true",
@@ -90,7 +94,7 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         base_options = GenerateOptions(steps=args.steps, eta=args.eta, seed=args.seed, sampler=args.sampler,
                                        texture_size=args.texture_size, delight=args.delight,
-                                       expression=args.expression, face_index=args.face)
+                                       expression=args.expression, face_index=args.face, head=args.head)
     except UVIDMError as error:
         print(f"error: {error}")
         return 2

@@ -36,6 +36,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     download.add_argument("--skip-detector", action="store_true",
                           help=f"do not fetch insightface's {INSIGHTFACE_MODEL} (when you give landmarks yourself)")
     download.add_argument("--force", action="store_true", help="fetch every file again, even those present")
+    download.add_argument("--full-head", action="store_true",
+                          help="also fetch the ICT FaceKit head (MIT licence) from GitHub, for --head full")
+    download.add_argument("--full-head-from", metavar="DIR", type=Path,
+                          help="the ICT FaceKit from a local ICT-FaceKit checkout (or its FaceXModel/ folder)")
     download.set_defaults(run=run_download)
 
     convert = actions.add_parser("convert", help="write safetensors copies of the networks (safe, faster)")
@@ -124,6 +128,7 @@ def run_download(args: argparse.Namespace) -> int:
     from uvidm_backend.model_files.transfer import Progress
 
     paths = model_paths(args)
+    full_head = args.full_head or args.full_head_from is not None
     try:
         if args.source is not None:
             plan = plan_folder(paths, args.source, detector=not args.skip_detector, force=args.force)
@@ -135,7 +140,7 @@ def run_download(args: argparse.Namespace) -> int:
     except ModelSourceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if not plan.files:
+    if not plan.files and not full_head:
         print(f"every model file is already in place ({paths.weights}, {paths.bfm}); `uvidm weights check` "
               "re-verifies them")
         return 0
@@ -143,9 +148,13 @@ def run_download(args: argparse.Namespace) -> int:
           + (" plus files of unknown size" if any(p.size is None for p in plan.files) else "") + ":")
     print_table([(planned.name, human_size(planned.size), planned.path or planned.origin) for planned in plan.files])
     print()
-    if not ask_consent(args.accept_licences, licence_text()):
+    if full_head:
+        print("and the ICT FaceKit head " + (f"from {args.full_head_from}" if args.full_head_from else "from GitHub"))
+    if not ask_consent(args.accept_licences, licence_text(full_head)):
         return 2
     report = _install_with_bars(install, plan, paths, Progress)
+    if full_head:
+        _install_full_head(paths, args.full_head_from, report)
     for entry in report.placed:
         print(f"ok  {entry.name} ({human_size(entry.size)}, sha256 {entry.sha256[:12]})")
     for name, reason in report.failures.items():
@@ -171,6 +180,28 @@ def _install_with_bars(install, plan, paths, progress_class):
         return install(plan, paths, progress_class(plan.total_bytes, on_change, show_bars=True))
     finally:
         total.close()
+
+
+def _install_full_head(paths: ModelPaths, source: Path | None, report) -> None:
+    """The ICT FaceKit into weights/ict_facekit, recorded in weights/models.json like every other file."""
+    from uvidm_backend.fullhead.download import ICT_COMMIT, ICT_REPOSITORY, download_full_head
+    from uvidm_backend.fullhead.files import full_head_folder
+    from uvidm_backend.fullhead.ict_files import ICTFileError
+    from uvidm_backend.model_files.manifest import entry_for, record
+
+    folder = full_head_folder(paths)
+    try:
+        fetched = download_full_head(folder, source_dir=source)
+    except ICTFileError as error:
+        report.failures["ICT FaceKit"] = str(error)
+        return
+    entries = [entry_for(paths.weights, folder / item.name, source="folder" if source else "github",
+                         origin=str(source) if source else ICT_REPOSITORY,
+                         path=item.name if item.name == "LICENSE" else f"FaceXModel/{item.name}",
+                         revision=None if source else ICT_COMMIT, commit=None if source else ICT_COMMIT,
+                         sha256=item.sha256) for item in fetched]
+    record(paths.weights, entries)
+    report.placed += entries
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -38,8 +38,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from uvidm_backend.devtools.ict_fixture import write_ict_folder
 from uvidm_backend.devtools.synthetic_head import GRID_STEP_DEG, synthetic_head, write_bfm_folder
 from uvidm_backend.devtools.tiny import tiny_ldm_config
+from uvidm_backend.fullhead.files import full_head_folder
 from uvidm_backend.models.bisenet import BiSeNet
 from uvidm_backend.models.recon_net import ReconNet
 from uvidm_backend.models.stack import LatentDiffusionNetworks
@@ -126,13 +128,14 @@ def write_weights(folder: Path, networks: LatentDiffusionNetworks, seed: int) ->
 
 def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, uv_tables: bool = False,
                        uv_table_size: int = 256, head_grid_step_deg: float = GRID_STEP_DEG,
-                       front_mask: bool = False) -> ModelPaths:
+                       front_mask: bool = False, full_head: bool = False) -> ModelPaths:
     """Writes a complete model folder with RANDOM weights under `root` (see the module docstring).
 
     Deterministic for a seed (byte-identical files). `uv_tables=True` adds the optional
     `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2), `front_mask=True` a synthetic
     `front_mask.png`. `head_grid_step_deg` sets the synthetic head's density (`synthetic_head`).
-    About a second on a CPU.
+    `full_head=True` adds the synthetic ICT-format head of `devtools.ict_fixture` in
+    `weights/ict_facekit/` (for `--head full`). About a second on a CPU.
     """
     started = time.perf_counter()
     root = Path(root)
@@ -142,6 +145,8 @@ def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, 
     write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size)
     if front_mask:
         Image.fromarray(synthetic_front_mask()).save(paths.path(FRONT_MASK_FILE))
+    if full_head:
+        write_ict_folder(full_head_folder(paths), seed)
     (root / "README.txt").write_text(README.format(texture_size=texture_size, n_vertices=head.n_vertices, seed=seed,
                                                    weights=paths.weights, bfm=paths.bfm))
     log.info("random-weight model folder written to %s in %.1f s (%s)", root, time.perf_counter() - started,
@@ -180,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="folder to write (created if absent)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--texture-size", type=int, default=64, help="texture side of the tiny model (default 64)")
+    parser.add_argument("--full-head", action="store_true",
+                        help="also write a synthetic ICT-format head into weights/ict_facekit (for --head full)")
     parser.add_argument("--uv-tables", action="store_true",
                         help="also write BFM/triangle_buffer.npy and barycentric_weight.npy (256x256)")
     parser.add_argument("--layout", choices=("ours", "official"), default="ours",
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{WARNING}\nofficial release layout: {args.out_dir} (use: uvidm weights download --from {args.out_dir})")
         return 0
     paths = write_model_folder(args.out_dir, seed=args.seed, texture_size=args.texture_size,
-                               uv_tables=args.uv_tables)
+                               uv_tables=args.uv_tables, full_head=args.full_head)
     banner = "!" * 100
     # A command-line tool's own report goes to stdout, as in `uvidm weights`.
     print(f"{banner}\n{WARNING}\n{banner}")

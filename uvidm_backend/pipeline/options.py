@@ -17,6 +17,7 @@ def ddim_steps_supported(steps: int, num_timesteps: int = DIFFUSION_TIMESTEPS) -
 
 TEXTURE_SIZES = (256, 2048)
 EXPRESSIONS = ("photo", "neutral")
+HEADS = ("bfm", "full", "both")  # the BFM head, the ICT full head (head_full.*), or both
 SAMPLERS = ("ddim", "dpmpp")
 # How the networks run on a GPU (Pipeline.load): see uvidm_backend.acceleration.
 FAST_MODES = ("auto", "off", "graph", "compile")
@@ -31,6 +32,7 @@ class GenerateOptions:
     texture_size: int = 1024  # side of albedo.png
     delight: bool = False  # divide out the fitted SH shading
     expression: str = "photo"  # "neutral": the mesh without the expression coefficients
+    head: str = "bfm"  # "full": the ICT full head instead of the BFM head, "both": both
     face_index: int | None = None  # None: the largest face; faces are numbered left to right
     # Five points (x, y) in photo pixels, y down, insightface order (eyes, nose, mouth corners);
     # given, they replace face detection.
@@ -51,6 +53,8 @@ class GenerateOptions:
             raise InputError(f"texture size must be between {low} and {high} pixels (got {self.texture_size})")
         if self.expression not in EXPRESSIONS:
             raise InputError(f"expression must be one of {', '.join(EXPRESSIONS)} (got {self.expression!r})")
+        if self.head not in HEADS:
+            raise InputError(f"head must be one of {', '.join(HEADS)} (got {self.head!r})")
         if self.face_index is not None and self.face_index < 0:
             raise InputError(f"face index must be 0 or more (got {self.face_index})")
         if self.landmarks is not None:

@@ -31,6 +31,13 @@ from uvidm_backend.acceleration.fast import FastUNet, example_unet_inputs
 from uvidm_backend.condition import ConditionStage
 from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
 from uvidm_backend.diffusion.ddim import SamplerUpdate
+from uvidm_backend.fullhead.files import (
+    full_head_file_names,
+    full_head_folder,
+    has_full_head_files,
+    write_full_head_files,
+)
+from uvidm_backend.fullhead.model import FullHead, FullHeadModel
 from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
 from uvidm_backend.geometry.bfm_files import BFMData, load_bfm
 from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL, project, projXY_to_original, to_camera
@@ -61,7 +68,7 @@ BFM_UNIT_METRES = 0.1  # BFM coordinates are in units of 10 cm (focal 1015 px at
 
 # Share of the whole job each stage stands for, in order (for one progress bar).
 STAGES = {"photo": 0.02, "face": 0.04, "condition": 0.12, "diffusion": 0.6, "decode": 0.05, "texture": 0.08,
-          "mesh": 0.02, "preview": 0.04, "files": 0.03}
+          "mesh": 0.02, "full_head": 0.0, "preview": 0.04, "files": 0.03}
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +80,8 @@ class Head:
     albedo_model: np.ndarray  # the diffusion model's raw texture, uint8
     preview: np.ndarray  # (H, W, 3) uint8
     info: dict[str, Any] = field(default_factory=dict)  # result.json
+    full: FullHead | None = None  # the ICT full head (options.head "full" or "both")
+    bfm_head: bool = True  # whether head.glb / head.obj are written
 
 
 class _ProgressTracker:
@@ -125,8 +134,18 @@ def outward_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray
     return triangles if np.sum(normals * outward) >= 0 else triangles[:, ::-1].copy()
 
 
+def head_file_names(head: Head) -> list[str]:
+    """The files `write_head_files` writes (result.json aside)."""
+    names = ["albedo.png", "albedo_model.png", "preview.png"]
+    if head.bfm_head:
+        names += ["head.glb", "head.obj", "head.mtl"]
+    if head.full is not None:
+        names += full_head_file_names(head.full)
+    return names
+
+
 def write_head_files(head: Head, folder: OutputFolder) -> None:
-    """head.glb, head.obj/.mtl, albedo.png, albedo_model.png and preview.png into `folder`.
+    """head.glb, head.obj/.mtl (and/or the full head's files), albedo.png, albedo_model.png and preview.png.
 
     The albedo's PNG, the slowest file, is encoded first, on every core; the other files are
     written beside it (zlib and file I/O release the GIL), and the two that hold it as soon as it is
@@ -137,11 +156,15 @@ def write_head_files(head: Head, folder: OutputFolder) -> None:
         albedo_png = writers.submit(encode_png, head.albedo)
         # The preview is compressed lightly: it is looked at once.
         written = [writers.submit(write_png, head.preview, folder / "preview.png", compress_level=1),
-                   writers.submit(write_png, head.albedo_model, folder / "albedo_model.png"),
-                   writers.submit(write_obj, head.mesh, folder / "head.obj", "head.mtl", "albedo.png")]
+                   writers.submit(write_png, head.albedo_model, folder / "albedo_model.png")]
+        if head.bfm_head:
+            written.append(writers.submit(write_obj, head.mesh, folder / "head.obj", "head.mtl", "albedo.png"))
+        if head.full is not None:
+            written.append(writers.submit(write_full_head_files, head.full, folder))
         png = albedo_png.result()  # once, for albedo.png and inside head.glb
-        written += [writers.submit(write_glb, head.mesh, folder / "head.glb", png),
-                    writers.submit(write_bytes, png, folder / "albedo.png")]
+        written.append(writers.submit(write_bytes, png, folder / "albedo.png"))
+        if head.bfm_head:
+            written.append(writers.submit(write_glb, head.mesh, folder / "head.glb", png))
         for future in written:
             future.result()
 
@@ -182,6 +205,7 @@ class Pipeline:
         # One generation at a time on the models; swapping in a UNet compiled in the background waits for it.
         self._gpu = threading.Lock()
         self._compiling: threading.Thread | None = None
+        self._full_head: FullHeadModel | None = None
         self.eps_model, self.decode = self.networks.unet, self.networks.decode_latent
         self.sampler_updates = EAGER_UPDATES
         if self.fast != "off":
@@ -320,6 +344,17 @@ class Pipeline:
             self._uv_vertex_index[size] = uv_vertex_index(self.triangles, self.uv_tables(size)[0])
         return self._uv_vertex_index[size]
 
+    def full_head_model(self) -> FullHeadModel:
+        """The ICT full head's model, loaded on first use (raises `ModelFilesMissing` without its files)."""
+        if self._full_head is None:
+            folder = full_head_folder(self.paths)
+            if not has_full_head_files(folder):
+                raise ModelFilesMissing([f"{folder.name}/generic_neutral_mesh.obj"],
+                                        f"uvidm weights download --full-head --weights {self.paths.weights}")
+            mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().double().numpy()
+            self._full_head = FullHeadModel.load(folder, self.bfm, mean_shape)
+        return self._full_head
+
     # -- the job ---------------------------------------------------------------------------
 
     def find_face(self, photo: Photo, options: GenerateOptions) -> tuple[DetectedFace, int | None]:
@@ -419,6 +454,14 @@ class Pipeline:
                             uv=self.bfm.uv.astype(np.float32), normals=mesh_normals.astype(np.float32),
                             texture=albedo_image, name=Path(photo.name).stem if photo.name else "head")
 
+        full_head = None
+        if options.head != "bfm":
+            tracker.start("full_head")
+            full_head = self.full_head_model().make_head(
+                id_shape[0].cpu().double().numpy(),
+                shape[0].cpu().double().numpy() if options.expression == "photo" else None,
+                albedo.float(), size)
+
         tracker.start("preview")
         scale = preview_scale(photo.width, photo.height)
         small = photo01 if scale == 1.0 else torch.nn.functional.interpolate(
@@ -429,7 +472,10 @@ class Pipeline:
         tracker.finish()
 
         info = self._result_info(photo, face, face_index, coefficients, alignment, options, tracker.timings)
-        return Head(mesh=mesh, albedo=albedo_image, albedo_model=model_image, preview=preview_image, info=info)
+        if full_head is not None:
+            info["full_head"] = full_head.info
+        return Head(mesh=mesh, albedo=albedo_image, albedo_model=model_image, preview=preview_image, info=info,
+                    full=full_head, bfm_head=options.head != "full")
 
     def generate_to_folder(self, photo_source: bytes | str | Path, out_dir: str | Path,
                            options: GenerateOptions | None = None, progress: Progress | None = None,
@@ -446,8 +492,7 @@ class Pipeline:
             info = dict(head.info)
             info["timings"] = {**info["timings"], "files": round(time.perf_counter() - files_started, 4),
                                "total": round(time.perf_counter() - started, 4)}
-            info["files"] = sorted(["head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png",
-                                    "preview.png", "result.json"])
+            info["files"] = sorted([*head_file_names(head), "result.json"])
             write_json(info, folder / "result.json")
         if progress is not None:
             progress("files", 1.0)
