@@ -262,9 +262,9 @@ def check_landmarks(points: Any, photo: Photo | tuple[int, int] | None = None, *
     if np.linalg.norm(eyes) < 1.0 or np.linalg.norm(down) < 1.0:
         raise InputError(f"{what} put both eyes, or the eyes and the mouth, on the same spot: give the five points "
                          f"{_POINT_NAMES}")
-    _check_order(five, what)
-    if len(points) == 68:
+    if len(points) == 68:  # first: another order would make the five points look mirrored or flat
         _check_ibug_order(points, what)
+    _check_order(five, what, f"in the {_IBUG_ORDER}" if len(points) == 68 else f"in the order {_POINT_NAMES}")
     if photo is not None:
         width, height, label = ((photo.width, photo.height, photo.label) if isinstance(photo, Photo)
                                 else (*photo, "the photo"))
@@ -277,12 +277,12 @@ def check_landmarks(points: Any, photo: Photo | tuple[int, int] | None = None, *
     return points
 
 
-def _check_order(points: np.ndarray, what: str) -> None:
+def _check_order(points: np.ndarray, what: str, order: str = f"in the order {_POINT_NAMES}") -> None:
     """Mirrored orders (eyes or mouth corners swapped, or y counted up) would fit a mirrored head."""
     eyes = points[1] - points[0]
     mouth = points[4] - points[3]
     down = points[3:].mean(0) - points[:2].mean(0)
-    hint = f"give them in the order {_POINT_NAMES}, with y counted down from the top of the photo"
+    hint = f"give them {order}, with y counted down from the top of the photo"
     # In y-down pixels the eye vector turns clockwise onto the eyes-to-mouth vector: a positive cross product.
     sine = (eyes[0] * down[1] - eyes[1] * down[0]) / (np.linalg.norm(eyes) * np.linalg.norm(down))
     if sine < -0.5:
