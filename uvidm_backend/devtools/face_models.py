@@ -143,13 +143,19 @@ def _anchor(box: Sequence[float], scale: float) -> tuple[int, int]:
     return level, (row * cells + col) * ANCHORS
 
 
+def _anchor_centre(level: int, index: int) -> np.ndarray:
+    """The anchor's centre at the detector input (pixels), as SCRFD lays its anchors out."""
+    stride = STRIDES[level]
+    cells = DETECTOR_INPUT // stride
+    return np.array([(index // ANCHORS) % cells, (index // ANCHORS) // cells], np.float32) * stride
+
+
 def _decoded_box(box: Sequence[float], photo_size: tuple[int, int]) -> np.ndarray:
     """The box as insightface decodes it from our outputs (float32 arithmetic, back in photo pixels)."""
     scale = detector_scale(photo_size)
     level, index = _anchor(box, scale)
     stride = STRIDES[level]
-    cells = DETECTOR_INPUT // stride
-    centre = np.array([(index // ANCHORS) % cells, (index // ANCHORS) // cells], np.float32) * stride
+    centre = _anchor_centre(level, index)
     distances = _box_distances(box, scale, centre, stride)
     x0, y0 = centre - distances[:2] * stride
     x1, y1 = centre + distances[2:] * stride
@@ -174,8 +180,9 @@ def _detector_outputs(faces: Sequence[KnownFace], photo_size: tuple[int, int]) -
         level, index = _anchor(box, scale)
         index += anchor_offset
         stride = STRIDES[level]
-        cells = DETECTOR_INPUT // stride
-        centre = np.array([(index // ANCHORS) % cells, (index // ANCHORS) // cells], np.float32) * stride
+        centre = _anchor_centre(level, index)
+        if scores[level][index] > 0:
+            raise ValueError(f"two faces fall on one detector anchor (box {list(box)}): give faces further apart")
         scores[level][index] = score
         boxes[level][index] = _box_distances(box, scale, centre, stride)
         points[level][index] = ((np.asarray(keypoints) * scale - centre) / stride).reshape(-1)
