@@ -50,3 +50,19 @@ def test_doctor_reports_each_part_with_advice(model_paths, tmp_path):
     bad = uvidm("doctor", "--weights", tmp_path / "w", "--bfm", tmp_path / "b")
     assert bad.returncode == 1
     assert "[!!] model files: missing" in bad.stdout and "uvidm weights download" in bad.stdout
+
+
+def test_doctor_warns_when_the_68_point_model_is_missing(model_paths, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for path in model_paths.weights.iterdir():
+        (weights / path.name).symlink_to(path)
+    detector = weights / "insightface" / "models" / "buffalo_l"
+    detector.mkdir(parents=True)
+    (detector / "det_10g.onnx").write_bytes(b"detector")
+    without = uvidm("doctor", "--weights", weights, "--bfm", model_paths.bfm)
+    assert without.returncode == 0, without.stdout + without.stderr  # a warning: detection still works
+    assert "[ok] face detector buffalo_l: found" in without.stdout
+    assert "[!!] 68 landmarks: 1k3d68.onnx is not in" in without.stdout
+    (detector / "1k3d68.onnx").write_bytes(b"landmarks")
+    assert "68 landmarks" not in uvidm("doctor", "--weights", weights, "--bfm", model_paths.bfm).stdout

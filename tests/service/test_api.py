@@ -246,3 +246,20 @@ def test_openapi_schema_describes_the_api(serve, gate):
     assert all(form["properties"][name].get("description") for name in form["properties"])
     assert "text/event-stream" in paths["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     assert schema["components"]["schemas"]["JobModel"]["properties"]["queue_position"]["description"]
+
+
+def test_68_landmarks_are_taken_and_reported(serve, small_photo):
+    """The landmarks field takes 68 iBUG points (pixels of the upload, y down); result.json says so."""
+    from pipeline.photos import fixture_landmarks
+
+    left, top = 0, 200  # small_photo's crop of t1.jpg
+    lm68 = [[x - left, y - top] for x, y in fixture_landmarks()["t1.jpg"]["faces"][0]["lm68"]]
+    client = serve().client()
+    files, data = small_photo.form(landmarks=json.dumps(lm68))
+    response = client.post("/v1/jobs", files=files, data=data)
+    assert response.status_code == 202, response.text
+    assert wait_for(client, response.json()["id"])["state"] == "done"
+    result = client.get(f"/v1/jobs/{response.json()['id']}/files/result.json").json()
+    assert result["face"]["landmarks_source"] == "given-lm68"
+    eyes = [(lm68[36][i] + lm68[39][i]) / 2 for i in (0, 1)] + [(lm68[42][i] + lm68[45][i]) / 2 for i in (0, 1)]
+    assert result["face"]["landmarks"][0] + result["face"]["landmarks"][1] == pytest.approx(eyes, abs=0.01)

@@ -23,8 +23,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--face", type=int, default=None, metavar="N",
                         help="which face, counting from 0 left to right (default: the largest)")
     parser.add_argument("--landmarks", type=Path, metavar="FILE",
-                        help="five points (eyes, nose tip, mouth corners) instead of face detection: JSON or "
-                             "text with five 'x y' lines")
+                        help="landmarks instead of face detection: five points (eyes, nose tip, mouth corners) "
+                             "or 68 in the iBUG-300W order, pixels, y down; JSON or text with 'x y' lines")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="diffusion steps (default: %(default)s)")
     parser.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta (default: %(default)s)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler,
@@ -129,7 +129,7 @@ def run_generate(args: argparse.Namespace) -> int:
                     faces = sort_left_to_right([face_from_landmarks(points) for points in
                                                 read_landmarks_file(args.landmarks, image_name=photo.name)])
                     face = select_face(faces, args.face)
-                    options = GenerateOptions(**{**base_options.to_dict(), "landmarks": face.points.tolist(),
+                    options = GenerateOptions(**{**base_options.to_dict(), "landmarks": face.landmarks.tolist(),
                                                  "face_index": faces.index(face)})
                 pipeline.generate_to_folder(photo, folder, options, progress, overwrite=args.overwrite)
             except (UVIDMError, FileExistsError) as error:

@@ -34,8 +34,8 @@ class GenerateOptions:
     expression: str = "photo"  # "neutral": the mesh without the expression coefficients
     head: str = "bfm"  # "full": the ICT full head instead of the BFM head, "both": both
     face_index: int | None = None  # None: the largest face; faces are numbered left to right
-    # Five points (x, y) in photo pixels, y down, insightface order (eyes, nose, mouth corners);
-    # given, they replace face detection.
+    # Five points (x, y) in photo pixels, y down, insightface order (eyes, nose, mouth corners), or 68
+    # in the iBUG-300W order; given, they replace face detection.
     landmarks: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
@@ -59,8 +59,9 @@ class GenerateOptions:
             raise InputError(f"face index must be 0 or more (got {self.face_index})")
         if self.landmarks is not None:
             points = tuple(tuple(float(v) for v in point) for point in self.landmarks)
-            if len(points) != 5 or any(len(point) != 2 for point in points):
-                raise InputError("landmarks must be five (x, y) points: eyes, nose tip, mouth corners")
+            if len(points) not in (5, 68) or any(len(point) != 2 for point in points):
+                raise InputError("landmarks must be five (x, y) points (eyes, nose tip, mouth corners) or 68 "
+                                 "in the iBUG-300W order")
             object.__setattr__(self, "landmarks", points)
 
     def to_dict(self) -> dict[str, Any]:

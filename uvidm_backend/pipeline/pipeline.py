@@ -38,7 +38,7 @@ from uvidm_backend.fullhead.files import (
     write_full_head_files,
 )
 from uvidm_backend.fullhead.model import FullHead, FullHeadModel
-from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
+from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68
 from uvidm_backend.geometry.bfm_files import BFMData, load_bfm
 from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL, project, projXY_to_original, to_camera
 from uvidm_backend.geometry.face_model import DEFAULT_INIT_LIT, FaceModel
@@ -381,7 +381,7 @@ class Pipeline:
         photo = load_photo(photo_source)
         tracker.start("face")
         face, face_index = self.find_face(photo, options)
-        alignment = align_face(photo.pixels, lm5_from_insightface(face.points, photo.height), self.lm3d_5)
+        alignment = align_face(photo.pixels, face.official_lm5(photo.height), self.lm3d_5)
 
         tracker.start("condition")
         crop = torch.from_numpy(alignment.model_input()).permute(2, 0, 1)[None].to(device)
@@ -508,7 +508,8 @@ class Pipeline:
             "photo": {"name": photo.name, "size": [photo.width, photo.height], "sha256": photo.sha256},
             "face": {"index": face_index, "box": [round(float(v), 2) for v in face.box],
                      "landmarks": np.asarray(face.points, dtype=float).round(2).tolist(),
-                     "source": "given" if options.landmarks is not None else "detected"},
+                     "source": "given" if options.landmarks is not None else "detected",
+                     "landmarks_source": face.landmarks_source},
             "coefficients": {name: as_list(value) for name, value in coefficients.as_dict().items()},
             "pose": {"angles_radians": as_list(coefficients.angle), "translation": as_list(coefficients.trans)},
             "camera": {"focal": FOCAL, "center": CENTER, "distance": CAMERA_DISTANCE, "crop": 224,

@@ -240,7 +240,7 @@ def parse_landmarks(text: str | None) -> tuple[tuple[float, float], ...] | None:
         parsed = tuple((float(x), float(y)) for x, y in points)
     except (ValueError, TypeError) as error:
         raise InputError("landmarks must be JSON like [[x, y], ...]: five points in photo pixels (eyes, nose tip, "
-                         "mouth corners)") from error
+                         "mouth corners) or 68 in the iBUG-300W order") from error
     return parsed
 
 
@@ -325,7 +325,8 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
         face_index: Annotated[int | None, Form(description="which face, numbered left to right "
                                                            "(default: the largest)")] = None,
         landmarks: Annotated[str | None, Form(description="JSON: five [x, y] points in photo pixels, y down, "
-                                                          "insightface order; replace face detection")] = None,
+                                                          "insightface order, or 68 in the iBUG-300W "
+                                                          "order; replace face detection")] = None,
         steps: Annotated[int | None, Form(description="sampler steps (1..500, default 50)")] = None,
         sampler: Annotated[str | None, Form(description="'ddim' (official, default) or 'dpmpp' "
                                                         "(DPM-Solver++, good at 20 steps)")] = None,
