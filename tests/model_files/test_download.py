@@ -254,3 +254,57 @@ def test_the_full_head_from_a_checkout_is_recorded_with_the_other_files(release,
     assert neutral["sha256"] == hashlib.sha256(
         (checkout / "FaceXModel" / "generic_neutral_mesh.obj").read_bytes()).hexdigest()
     assert uvidm("weights", "check", *target_args(tmp_path / "m")).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def detector_zip(tmp_path_factory) -> Path:
+    """insightface's buffalo_l.zip as the release lays it out, holding the stand-in models that find t1.jpg's faces."""
+    import zipfile
+
+    pytest.importorskip("onnx")
+    from pipeline.photos import fixture_landmarks, sample_photo
+
+    from uvidm_backend.devtools.face_models import known_faces, write_face_models
+    from uvidm_backend.pipeline.images import load_photo
+
+    folder = tmp_path_factory.mktemp("buffalo") / "buffalo_l"
+    write_face_models(folder, load_photo(sample_photo("t1.jpg")).pixels, known_faces(fixture_landmarks(), "t1.jpg"))
+    archive = folder.parent / "buffalo_l.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for model in sorted(folder.glob("*.onnx")):
+            zipped.write(model, model.name)
+    return archive
+
+
+def test_the_first_run_downloads_everything_then_makes_a_head_offline(release, detector_zip, tmp_path):
+    """What a new user does: download (detector included, into the model folder), then generate with
+    detection, offline: no job stalls on a download."""
+    root = tmp_path / "m"
+    with HubStandIn(HUB_REPOSITORY, release_files(release), detector_zip=detector_zip) as hub:
+        result = uvidm("weights", "download", *target_args(root), "--accept-licences",
+                       env={**hub.env(), "HF_HUB_CACHE": str(tmp_path / "cache")})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ("GET", "/insightface/buffalo_l.zip", None) in hub.requests
+    detector = root / "weights" / "insightface" / "models" / "buffalo_l"
+    assert sorted(p.name for p in detector.glob("*.onnx")) == ["1k3d68.onnx", "det_10g.onnx"]
+    assert not list(detector.parent.glob("*.zip*")) and not list(detector.parent.glob("*.unverified"))
+    manifest = json.loads((root / "weights" / "models.json").read_text())["files"]
+    assert manifest["insightface/models/buffalo_l/det_10g.onnx"]["source"] == "insightface"
+    generate = uvidm("generate", "sample:t1.jpg", "-o", tmp_path / "out", *target_args(root), "--steps", "2",
+                     "--texture-size", "256", env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert generate.returncode == 0, generate.stdout + generate.stderr
+    info = json.loads((tmp_path / "out" / "t1" / "result.json").read_text())
+    assert info["face"]["landmarks_source"] == "lm68"
+    assert (tmp_path / "out" / "t1" / "head.glb").is_file()
+
+
+def test_a_broken_detector_archive_is_refused_and_nothing_is_left(release, tmp_path):
+    bad = tmp_path / "buffalo_l.zip"
+    bad.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip: no models in it
+    with HubStandIn(HUB_REPOSITORY, release_files(release), detector_zip=bad) as hub:
+        result = uvidm("weights", "download", *target_args(tmp_path / "m"), "--accept-licences",
+                       env={**hub.env(), "HF_HUB_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 1
+    assert "buffalo_l" in result.stderr and "no .onnx" in result.stderr
+    models = tmp_path / "m" / "weights" / "insightface" / "models"
+    assert not (models / "buffalo_l").exists() and not list(models.glob("*"))
