@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # The only names GET /v1/jobs/{id}/files/{name} serves (docs/API.md, "Output folder").
-OUTPUT_FILES = ("head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "preview.png", "result.json")
+OUTPUT_FILES = ("head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "albedo_model_matched.png",
+                "preview.png", "result.json")
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 RECORD = "job.json"
