@@ -115,16 +115,16 @@ def box_mean(x: Tensor, radius: int) -> Tensor:
 
 
 def inner_ramp(mask: Tensor, width: int) -> Tensor:
-    """A soft copy of a binary (1, 1, S, S) mask that is exactly 0 outside it and 1 from `width` * 2 texels
-    inside: eroded by `width` (square window), then two box blurs of `width` / 2 that spread it back by
-    at most `width`. Computed in float64 on integer sums, so the zeros outside are exact."""
+    """A soft copy of a binary (1, 1, S, S) mask that is exactly 0 outside it and 1 from 2 * `width` texels
+    inside (square windows: along rows and columns; sqrt(2) times that diagonally): eroded by `width`,
+    then two box blurs whose radii add up to `width`, so that they spread it back at most to the edge.
+    Computed in float64 on integer sums, so the zeros outside are exact."""
     if width <= 0:
         return mask
-    mask64 = mask.double()
-    outside, _ = _box_sum(1 - mask64, width)
+    outside, _ = _box_sum(1 - mask.double(), width)
     eroded = (outside == 0).double()
-    half = max(1, width // 2)
-    return box_mean(box_mean(eroded, half), half).to(mask.dtype)
+    first = width // 2
+    return box_mean(box_mean(eroded, first), width - first).to(mask.dtype)
 
 
 def blend_photo(generated: Tensor, photo_texture: Tensor, photo_mask: Tensor) -> Tensor:
