@@ -54,6 +54,9 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               "official 256x256 UV lookup table (recomputed when absent)", required=False),
     ModelFile("barycentric_weight.npy", "BFM", "BFM/barycentric_weight.npy",
               "official 256x256 UV lookup weights (recomputed when absent)", required=False),
+    ModelFile("front_mask.png", "BFM", "masktopo/front.png",
+              "official face region of the colour match (the UV footprint of the front model when absent)",
+              required=False),
 )
 
 

@@ -90,3 +90,13 @@ def test_doctor_reports_each_part_with_advice(model_paths, tmp_path):
     bad = uvidm("doctor", "--weights", tmp_path / "w", "--bfm", tmp_path / "b")
     assert bad.returncode == 1
     assert "[!!] model files: missing" in bad.stdout and "uvidm weights download" in bad.stdout
+
+
+def test_doctor_warns_when_the_official_uv_tables_or_front_mask_are_missing(model_paths, tmp_path):
+    stand_ins = uvidm("doctor", *folders(model_paths))  # the fixture folder has neither
+    assert "[!!] UV tables: not in the BFM folder; rebuilt" in stand_ins.stdout
+    assert "[!!] front mask: front_mask.png not in the BFM folder" in stand_ins.stdout
+    assert stand_ins.returncode == 0  # a warning: the head still comes
+    official = write_model_folder(tmp_path / "official", seed=1, uv_tables=True, front_mask=True)
+    result = uvidm("doctor", *folders(official))
+    assert "[ok] UV tables: official" in result.stdout and "[ok] front mask: official" in result.stdout

@@ -119,11 +119,13 @@ def write_weights(folder: Path, networks: LatentDiffusionNetworks, seed: int) ->
 
 
 def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, uv_tables: bool = False,
-                       uv_table_size: int = 256, head_grid_step_deg: float = GRID_STEP_DEG) -> ModelPaths:
+                       uv_table_size: int = 256, head_grid_step_deg: float = GRID_STEP_DEG,
+                       front_mask: bool = False) -> ModelPaths:
     """Writes a complete model folder with RANDOM weights under `root` (see the module docstring).
 
     Deterministic for a seed (byte-identical files). `uv_tables=True` adds the optional
-    `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2). `head_grid_step_deg` sets the
+    `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2); `front_mask=True` a synthetic
+    `front_mask.png` (the official mask's stand-in, `synthetic_head.write_bfm_folder`). `head_grid_step_deg` sets the
     synthetic head's density (`synthetic_head`). About a second on a CPU.
     """
     started = time.perf_counter()
@@ -131,7 +133,7 @@ def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, 
     paths = ModelPaths.resolve(root / "weights", root / "BFM")
     write_weights(paths.weights, random_networks(seed, texture_size), seed)
     head = synthetic_head(seed, head_grid_step_deg)
-    write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size)
+    write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size, front_mask=front_mask)
     (root / "README.txt").write_text(README.format(texture_size=texture_size, n_vertices=head.n_vertices, seed=seed,
                                                    weights=paths.weights, bfm=paths.bfm))
     log.info("random-weight model folder written to %s in %.1f s (%s)", root, time.perf_counter() - started,
