@@ -29,7 +29,7 @@ SEED = 5
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return root, write_model_folder(root, seed=SEED, uv_tables=True)
+    return root, write_model_folder(root, seed=SEED, uv_tables=True, front_mask=True)
 
 
 @pytest.fixture(scope="module")
