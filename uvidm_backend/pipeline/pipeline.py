@@ -29,7 +29,7 @@ from uvidm_backend import __version__
 from uvidm_backend.acceleration import EAGER_UPDATES, CudaGraphed, FastDecoder, compile_unet, warmed_fused_updates
 from uvidm_backend.acceleration.compile_cache import use_persistent_compile_cache
 from uvidm_backend.acceleration.fast import FastUNet, example_unet_inputs
-from uvidm_backend.condition import ConditionStage
+from uvidm_backend.condition import Condition, ConditionStage
 from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
 from uvidm_backend.diffusion.ddim import SamplerUpdate
 from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
@@ -435,7 +435,7 @@ class Pipeline:
                     albedo_model_matched=textures.official_uint8_image(made.matched), preview=preview_image,
                     info=info, debug_maps=debug_maps)
 
-    def _textures(self, fit: Fit, generated: torch.Tensor, condition, photo01: torch.Tensor,
+    def _textures(self, fit: Fit, generated: torch.Tensor, condition: Condition, photo01: torch.Tensor,
                   options: GenerateOptions) -> textures.Textures:
         """The official matched texture (visualize.py) and the mesh's albedo at the requested size."""
         coefficients = fit.coefficients
@@ -476,7 +476,7 @@ class Pipeline:
                             texture=albedo_image, name=Path(photo.name).stem if photo.name else "head")
 
     @staticmethod
-    def _debug_maps(made: textures.Textures, condition) -> dict[str, np.ndarray]:
+    def _debug_maps(made: textures.Textures, condition: Condition) -> dict[str, np.ndarray]:
         """--debug-maps, at the model's size and written as visualize.py writes images: the partial texture
         the model is conditioned on, its mask, and the official `face_color_map` clipped to [0, 1]."""
         return {"condition.png": textures.official_uint8_image(condition.partial_texture),
