@@ -59,7 +59,7 @@ MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile("barycentric_weight.npy", "BFM", "BFM/barycentric_weight.npy",
               "official 256x256 UV lookup weights (recomputed when absent)", required=False),
     ModelFile(FRONT_MASK_FILE, "BFM", "masktopo/front.png",
-              "official front-face mask of the UV map (colour match); the release's masktopo/front.png",
+              "official face region of the colour match (the UV footprint of the front model when absent)",
               required=False),
 )
 

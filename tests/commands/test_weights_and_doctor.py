@@ -66,3 +66,13 @@ def test_doctor_warns_when_the_68_point_model_is_missing(model_paths, tmp_path):
     assert "[!!] 68 landmarks: 1k3d68.onnx is not in" in without.stdout
     (detector / "1k3d68.onnx").write_bytes(b"landmarks")
     assert "68 landmarks" not in uvidm("doctor", "--weights", weights, "--bfm", model_paths.bfm).stdout
+
+
+def test_doctor_warns_when_the_official_uv_tables_or_front_mask_are_missing(model_paths, tmp_path):
+    stand_ins = uvidm("doctor", *folders(model_paths))  # the fixture folder has neither
+    assert "[!!] UV tables: not in the BFM folder; rebuilt" in stand_ins.stdout
+    assert "[!!] front mask: front_mask.png not in the BFM folder" in stand_ins.stdout
+    assert stand_ins.returncode == 0  # a warning: the head still comes
+    official = write_model_folder(tmp_path / "official", seed=1, uv_tables=True, front_mask=True)
+    result = uvidm("doctor", *folders(official))
+    assert "[ok] UV tables: official" in result.stdout and "[ok] front mask: official" in result.stdout

@@ -16,7 +16,8 @@ from uvidm_backend.pipeline import Cancelled, GenerateOptions, InputError
 from uvidm_backend.pipeline import pipeline as pipeline_module
 from uvidm_backend.pipeline.preview import preview_scale
 
-OUTPUTS = {"head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "preview.png", "result.json"}
+OUTPUTS = {"head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "albedo_model_matched.png",
+           "preview.png", "result.json"}
 FAST = {"steps": 4, "texture_size": 256}
 
 

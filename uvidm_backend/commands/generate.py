@@ -8,7 +8,7 @@ from pathlib import Path
 
 from uvidm_backend.commands.common import add_fast_option, add_model_folder_options, model_paths
 from uvidm_backend.pipeline.errors import ModelFilesMissing, UVIDMError
-from uvidm_backend.pipeline.options import EXPRESSIONS, HEADS, SAMPLERS, GenerateOptions
+from uvidm_backend.pipeline.options import EXPRESSIONS, HEADS, SAMPLERS, TEXTURES, GenerateOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
     parser.add_argument("--texture-size", type=int, default=defaults.texture_size,
                         help="albedo.png side in pixels, 256 to 2048 (default: %(default)s)")
+    parser.add_argument("--texture", choices=TEXTURES, default=defaults.texture,
+                        help="the mesh's albedo: 'default' the photo's pixels where the face is visible and the "
+                             "generated texture elsewhere, 'official' the official colour-matched texture alone "
+                             "(the paper's look) (default: %(default)s)")
+    parser.add_argument("--debug-maps", action="store_true",
+                        help="also write condition.png, condition_mask.png and baseline.png (the model's size)")
     parser.add_argument("--delight", action="store_true", help="divide out the fitted lighting from the texture")
     parser.add_argument("--expression", choices=EXPRESSIONS, default=defaults.expression,
                         help="mesh expression: as in the photo or neutral (default: %(default)s)")
@@ -93,7 +99,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     try:
         base_options = GenerateOptions(steps=args.steps, eta=args.eta, seed=args.seed, sampler=args.sampler,
-                                       texture_size=args.texture_size, delight=args.delight,
+                                       texture_size=args.texture_size, texture=args.texture,
+                                       debug_maps=args.debug_maps, delight=args.delight,
                                        expression=args.expression, face_index=args.face, head=args.head)
     except UVIDMError as error:
         print(f"error: {error}")

@@ -34,9 +34,7 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from uvidm_backend.devtools.ict_fixture import write_ict_folder
 from uvidm_backend.devtools.synthetic_head import GRID_STEP_DEG, synthetic_head, write_bfm_folder
@@ -45,7 +43,7 @@ from uvidm_backend.fullhead.files import full_head_folder
 from uvidm_backend.models.bisenet import BiSeNet
 from uvidm_backend.models.recon_net import ReconNet
 from uvidm_backend.models.stack import LatentDiffusionNetworks
-from uvidm_backend.registry import FRONT_MASK_FILE, MODEL_FILES, REPO_ROOT, ModelPaths
+from uvidm_backend.registry import MODEL_FILES, REPO_ROOT, ModelPaths
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +130,17 @@ def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, 
     """Writes a complete model folder with RANDOM weights under `root` (see the module docstring).
 
     Deterministic for a seed (byte-identical files). `uv_tables=True` adds the optional
-    `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2), `front_mask=True` a synthetic
-    `front_mask.png`. `head_grid_step_deg` sets the synthetic head's density (`synthetic_head`).
-    `full_head=True` adds the synthetic ICT-format head of `devtools.ict_fixture` in
-    `weights/ict_facekit/` (for `--head full`). About a second on a CPU.
+    `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2); `front_mask=True` a synthetic
+    `front_mask.png` (the official mask's stand-in, `synthetic_head.write_bfm_folder`). `head_grid_step_deg`
+    sets the synthetic head's density (`synthetic_head`). `full_head=True` adds the synthetic ICT-format head
+    of `devtools.ict_fixture` in `weights/ict_facekit/` (for `--head full`). About a second on a CPU.
     """
     started = time.perf_counter()
     root = Path(root)
     paths = ModelPaths.resolve(root / "weights", root / "BFM")
     write_weights(paths.weights, random_networks(seed, texture_size), seed)
     head = synthetic_head(seed, head_grid_step_deg)
-    write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size)
-    if front_mask:
-        Image.fromarray(synthetic_front_mask()).save(paths.path(FRONT_MASK_FILE))
+    write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size, front_mask=front_mask)
     if full_head:
         write_ict_folder(full_head_folder(paths), seed)
     (root / "README.txt").write_text(README.format(texture_size=texture_size, n_vertices=head.n_vertices, seed=seed,
@@ -152,13 +148,6 @@ def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, 
     log.info("random-weight model folder written to %s in %.1f s (%s)", root, time.perf_counter() - started,
              "results are meaningless")
     return paths
-
-
-def synthetic_front_mask(size: int = 256) -> np.ndarray:
-    """A white ellipse on black, the shape of the official mask's face region (not the official mask)."""
-    v, u = np.mgrid[0:size, 0:size] / (size - 1)
-    inside = ((u - 0.5) / 0.32) ** 2 + ((v - 0.45) / 0.38) ** 2 <= 1
-    return np.where(inside, 255, 0).astype(np.uint8)
 
 
 def write_official_release(root: str | Path, seed: int = 0, texture_size: int = 64) -> Path:

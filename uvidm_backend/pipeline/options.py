@@ -19,6 +19,9 @@ TEXTURE_SIZES = (256, 2048)
 EXPRESSIONS = ("photo", "neutral")
 HEADS = ("bfm", "full", "both")  # the BFM head, the ICT full head (head_full.*), or both
 SAMPLERS = ("ddim", "dpmpp")
+# The mesh's albedo: "default" the photo's pixels where the face is visible, the official texture
+# elsewhere; "official" the official colour-matched texture alone (the paper's look).
+TEXTURES = ("default", "official")
 # How the networks run on a GPU (Pipeline.load): see uvidm_backend.acceleration.
 FAST_MODES = ("auto", "off", "graph", "compile")
 
@@ -37,6 +40,8 @@ class GenerateOptions:
     # Five points (x, y) in photo pixels, y down, insightface order (eyes, nose, mouth corners), or 68
     # in the iBUG-300W order; given, they replace face detection.
     landmarks: tuple[tuple[float, float], ...] | None = None
+    texture: str = "default"  # see TEXTURES
+    debug_maps: bool = False  # also condition.png, condition_mask.png, baseline.png (model size)
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 500:
@@ -51,6 +56,8 @@ class GenerateOptions:
         low, high = TEXTURE_SIZES
         if not low <= self.texture_size <= high:
             raise InputError(f"texture size must be between {low} and {high} pixels (got {self.texture_size})")
+        if self.texture not in TEXTURES:
+            raise InputError(f"texture must be one of {', '.join(TEXTURES)} (got {self.texture!r})")
         if self.expression not in EXPRESSIONS:
             raise InputError(f"expression must be one of {', '.join(EXPRESSIONS)} (got {self.expression!r})")
         if self.head not in HEADS:

@@ -333,6 +333,8 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
         eta: Annotated[float | None, Form(description="DDIM eta (0..1)")] = None,
         seed: Annotated[int | None, Form(description="random seed of the diffusion")] = None,
         texture_size: Annotated[int | None, Form(description="side of albedo.png in pixels (256..2048)")] = None,
+        texture: Annotated[str | None, Form(description="'default' (photo pixels where visible) or 'official' "
+                                                        "(the official colour-matched texture alone)")] = None,
         delight: Annotated[bool | None, Form(description="divide out the fitted shading")] = None,
         expression: Annotated[str | None, Form(description="'photo' or 'neutral'")] = None,
         head: Annotated[str | None, Form(description="'bfm' (default), 'full' (the ICT full head, head_full.*) "
@@ -342,7 +344,8 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
             raise HTTPException(503, f"the models could not be loaded ({models.error}); fix the model files "
                                      "(`uvidm weights check`) and restart the service")
         given = {"face_index": face_index, "steps": steps, "sampler": sampler, "eta": eta, "seed": seed,
-                 "texture_size": texture_size, "delight": delight, "expression": expression, "head": head}
+                 "texture_size": texture_size, "texture": texture, "delight": delight, "expression": expression,
+                 "head": head}
         try:
             chosen = {key: value for key, value in given.items() if value is not None}
             chosen["landmarks"] = parse_landmarks(landmarks)

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # The only names GET /v1/jobs/{id}/files/{name} serves (docs/API.md, "Output folder").
-OUTPUT_FILES = ("head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "preview.png", "result.json")
+OUTPUT_FILES = ("head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "albedo_model_matched.png",
+                "preview.png", "result.json")
 # With `head` "full" or "both" (head "full" writes no head.glb / head.obj / head.mtl).
 FULL_HEAD_OUTPUT_FILES = ("head_full.glb", "head_full.obj", "head_full.mtl", "head_full_skin.png",
                           "head_full_sclera_L.png", "head_full_sclera_R.png", "head_full_iris_L.png",
