@@ -103,7 +103,7 @@ def http_download(url: str, target: Path, progress: Progress, *, expected_sha256
             partial.unlink()
             return http_download(url, target, progress, expected_sha256=expected_sha256, expected_size=expected_size,
                                  headers=headers)
-        raise TransferError(f"{url}: HTTP {error.code} {error.reason}") from error
+        raise TransferError(f"{url}: the server answered {error.code} {error.reason}") from error
     except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
         raise TransferError(f"{url}: cannot be reached ({getattr(error, 'reason', error)})") from error
     with response:
