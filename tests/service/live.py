@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from uvidm_backend.service.server import build_server
 from uvidm_backend.service.settings import ServiceSettings
 
 SMALL_OPTIONS = {"steps": "2", "texture_size": "256"}
@@ -46,8 +47,7 @@ class LiveServer:
         sock.bind(("127.0.0.1", 0))  # bound before the thread starts: no port race
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=5)
-        self.server = uvicorn.Server(config)
+        self.server = build_server(self.app, self.settings)  # the timeouts and shutdown of `uvidm serve`
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

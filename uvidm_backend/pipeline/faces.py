@@ -211,6 +211,21 @@ def _check_order(points: np.ndarray, what: str) -> None:
         raise InputError(f"{what} have the mouth corners in the opposite order of the eyes: {hint}")
 
 
+def check_not_collinear(points: Any, what: str = "the landmarks") -> None:
+    """Five points (y down, insightface order) on one line are no face: the mouth must lie off the eyes' line.
+
+    The sine between the eye vector and the eyes-to-mouth vector is about 1 for any real face (turned,
+    tilted or rolled); below 0.2 (12 degrees) the points are taken as a line.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(5, 2)
+    eyes = points[1] - points[0]
+    down = points[3:].mean(0) - points[:2].mean(0)
+    lengths = np.linalg.norm(eyes) * np.linalg.norm(down)
+    if lengths == 0 or abs(eyes[0] * down[1] - eyes[1] * down[0]) / lengths < 0.2:
+        raise InputError(f"{what} lie (nearly) on one line: the mouth corners must be below the eyes; give the "
+                         f"five points {_POINT_NAMES}")
+
+
 def _similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity (scale, 2x2 rotation, shift) taking `source` points onto `target` points."""
     rows = []
