@@ -43,10 +43,11 @@ class LiveServer:
     clients: list[httpx.Client] = field(default_factory=list)
 
     def start(self) -> LiveServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))  # bound before the thread starts: no port race
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.bind((self.settings.host, 0))  # bound before the thread starts: no port race
         self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = self.settings.url.rsplit(":", 1)[0] + f":{self.port}"
         self.server = build_server(self.app, self.settings)  # the timeouts and shutdown of `uvidm serve`
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
