@@ -80,7 +80,8 @@ def test_a_token_with_cors_leaves_preflights_open(serve, gate):
 def test_head_answers_where_get_does(serve, small_photo):
     server = serve()
     client = server.client()
-    job = wait_for(client, client.post("/v1/jobs", files=small_photo.form()[0], data=small_photo.form()[1]).json()["id"])
+    files, data = small_photo.form()
+    job = wait_for(client, client.post("/v1/jobs", files=files, data=data).json()["id"])
     paths = ["/v1/health", f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/files/head.glb",
              f"/v1/jobs/{job['id']}/archive", "/openapi.json"]
     for path in paths:

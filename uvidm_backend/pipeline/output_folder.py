@@ -37,15 +37,21 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 def is_disk_full(error: BaseException) -> bool:
     """A write failed for lack of space (or of quota), not for a reason the user must look into."""
-    return isinstance(error, DiskFull) or (isinstance(error, OSError) and error.errno in NO_SPACE)
+    return isinstance(error, OSError) and error.errno in NO_SPACE
 
 
-class DiskFull(UVIDMError):
-    """No space left (or the quota reached) on the disk of `folder`; nothing was left half-written."""
+class DiskFull(UVIDMError, OSError):
+    """No space left (or the quota reached) on the disk of `folder`; nothing was left half-written.
+
+    An OSError (errno ENOSPC), so code that survives failed writes survives this one too."""
 
     def __init__(self, folder: Path):
         self.folder = folder
-        super().__init__(f"no space left on the disk of {folder}: free some space and try again")
+        self.message = f"no space left on the disk of {folder}: free some space and try again"
+        super().__init__(errno.ENOSPC, self.message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class OutputFolderExists(UVIDMError, FileExistsError):

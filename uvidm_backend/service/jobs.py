@@ -203,7 +203,10 @@ class JobStore:
                              "submit the photo again")
                 job.files = []
                 interrupted += 1
-                write_json_atomic(folder / RECORD, job.record())
+                try:
+                    write_json_atomic(folder / RECORD, job.record())
+                except OSError as error:  # a full disk: the record says 'running' until the next start
+                    log.error("could not mark job %s failed on disk: %s", job.id, error)
                 for entry in folder.iterdir():  # the upload, half-written output folders, stray temporary files
                     if entry.name != RECORD:
                         _remove(entry)

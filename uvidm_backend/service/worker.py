@@ -129,7 +129,12 @@ class Worker:
         while not self._stop.is_set() and not self.models.wait(self.poll_s):
             pass
         while not self._stop.is_set():
-            taken = self.store.take(self.poll_s)
+            try:
+                taken = self.store.take(self.poll_s)
+            except Exception:  # the worker must outlive any one job's bookkeeping
+                log.exception("taking the next job failed")
+                self._stop.wait(self.poll_s)
+                continue
             if taken is not None:
                 self.run_job(*taken)
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from uvidm_backend.pipeline.options import EXPRESSIONS, SAMPLERS, TEXTURE_SIZES
-from uvidm_backend.pipeline.output_folder import DiskFull, is_disk_full
+from uvidm_backend.pipeline.output_folder import is_disk_full
 from uvidm_backend.service.context import Service, service
 from uvidm_backend.service.errors import DISK_FULL
 from uvidm_backend.service.events import job_events
@@ -103,7 +103,7 @@ def submit(
                                    getattr(request.state, "reservation", None))
     except QueueFull as error:  # only without the gate (an app mounted without its middleware)
         raise HTTPException(429, str(error), headers={"Retry-After": str(error.retry_after)}) from error
-    except (OSError, DiskFull) as error:
+    except OSError as error:
         if is_disk_full(error):
             raise HTTPException(507, DISK_FULL) from error
         raise
