@@ -89,8 +89,9 @@ def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in NO_SPACE:
-            raise DiskFull(path.parent) from error
+        if isinstance(error, OSError) and error.errno in NO_SPACE and not isinstance(error, DiskFull):
+            folder = path.parent.parent if PARTIAL_MARK in path.parent.name else path.parent
+            raise DiskFull(folder) from error
         raise
     return path
 
