@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,3 +106,38 @@ def raw_status(port: int, method: str, target: str, headers: dict[str, str] | No
         while chunk := sock.recv(65536):
             data += chunk
     return int(data.split(b" ", 2)[1])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(model_paths, jobs_dir, *options: str, host: str = "127.0.0.1") -> Iterator[tuple[Any, str]]:
+    """`uvidm serve` in a subprocess on a free port, waited for until its models are ready: (process, url).
+    Whatever it printed is in `process.output` once the block ends (it is stopped if still running)."""
+    port = free_port(host)
+    command = [sys.executable, "-m", "uvidm_backend.commands.serve", "--weights", str(model_paths.weights),
+               "--bfm", str(model_paths.bfm), "--device", "cpu", "--host", host, "--port", str(port),
+               "--jobs-dir", str(jobs_dir), *options]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "UVIDM_TOKEN": ""})
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=5).json()["models"]["state"] == "ready":
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service did not get ready"
+            time.sleep(0.2)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.output = process.communicate(timeout=30)[0].decode()

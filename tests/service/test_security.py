@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
-from service.live import wait_for
+from service.live import serve_process, wait_for
 
 EVIL = {"Origin": "http://evil.example", "Host": "evil.example:8765"}
 
@@ -116,26 +113,7 @@ def test_ipv6_loopback_in_both_spellings(serve, gate, tmp_path, model_paths):
         server.stop()
 
     # The command line with the bracketed form, as the audit ran it.
-    with socket.socket(socket.AF_INET6) as sock:
-        sock.bind(("::1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "uvidm_backend.commands.serve", "--host", "[::1]", "--port", str(port),
-               "--weights", str(model_paths.weights), "--bfm", str(model_paths.bfm), "--device", "cpu",
-               "--jobs-dir", str(tmp_path / "cli-jobs")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "UVIDM_TOKEN": ""})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()
-            try:
-                if httpx.get(f"http://[::1]:{port}/v1/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "uvidm serve --host [::1] did not answer"
-            time.sleep(0.2)
-    finally:
+    with serve_process(model_paths, tmp_path / "cli-jobs", host="[::1]") as (process, url):
+        assert url.startswith("http://[::1]:") and httpx.get(f"{url}/v1/health").status_code == 200
         process.terminate()
-        output = process.communicate(timeout=30)[0].decode()
-    assert f"http://[::1]:{port}" in output and "not known" not in output
+    assert url in process.output and "not known" not in process.output

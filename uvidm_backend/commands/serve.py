@@ -99,7 +99,11 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"uvidm serve: {settings.url} (API docs at /docs), jobs in {settings.jobs_dir}"
           + (", token required" if settings.token else ""), flush=True)
     verbose = getattr(args, "verbose", False)
-    build_server(app, settings, log_level="info" if verbose else "warning", access_log=verbose).run()
+    try:
+        build_server(app, settings, log_level="info" if verbose else "warning", access_log=verbose).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for; the stop was clean
+        pass
+    print("uvidm serve: stopped", flush=True)
     return 0
 
 
