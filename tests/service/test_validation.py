@@ -116,3 +116,20 @@ def test_good_options_at_the_limits_are_accepted(serve, small_photo):
         assert done["state"] == "done", done
     result = client.get(f"/v1/jobs/{accepted[0]['id']}/files/result.json").json()
     assert result["options"]["seed"] == 2**64 - 1
+
+
+def test_option_errors_name_the_field_without_the_http_layer():
+    import numpy as np
+    import pytest
+
+    from uvidm_backend.service.validation import OptionError, generate_options
+
+    for given, field in [({"texture_size": 100}, "texture_size"), ({"steps": 3}, "steps"), ({"eta": 2.0}, "eta"),
+                         ({"seed": 2**70}, "seed"), ({"expression": "smile"}, "expression"),
+                         ({"face_index": -1}, "face_index")]:
+        with pytest.raises(OptionError) as refused:
+            generate_options(given, None)
+        assert refused.value.field == field, given
+    assert generate_options({"steps": 3, "sampler": "dpmpp"}, None).steps == 3
+    with pytest.raises(OptionError, match="one face"):
+        generate_options({"face_index": 2}, np.zeros((5, 2)))

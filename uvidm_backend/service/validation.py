@@ -116,12 +116,6 @@ def _is_finite_number(value: Any) -> bool:
 def generate_options(given: dict[str, Any], landmarks: np.ndarray | None) -> GenerateOptions:
     """GenerateOptions from the form's fields (None: not given); an OptionError names the field at fault."""
     chosen = {key: value for key, value in given.items() if value is not None}
-    for key, value in chosen.items():  # each alone first, so the message can name its field
-        try:
-            GenerateOptions(**{key: value})
-        except InputError as error:
-            if key != "steps" or "steps must be" in str(error):  # a steps count may suit only the other sampler
-                raise OptionError(key, str(error)) from None
     seed = chosen.get("seed")
     if seed is not None and not 0 <= seed <= SEED_MAX:
         raise OptionError("seed", f"seed must be between 0 and {SEED_MAX} (got {seed})")
@@ -134,8 +128,9 @@ def generate_options(given: dict[str, Any], landmarks: np.ndarray | None) -> Gen
         chosen["landmarks"] = tuple((float(x), float(y)) for x, y in five)
     try:
         return GenerateOptions(**chosen)
-    except InputError as error:
-        raise OptionError("steps" if "steps" in str(error) else "options", str(error)) from None
+    except InputError as error:  # its messages name the option in words: "texture size must be ..."
+        field = next((key for key in chosen if key.replace("_", " ") in str(error)), "options")
+        raise OptionError(field, str(error)) from None
 
 
 def check_landmarks(options: GenerateOptions, photo: Photo | None = None) -> None:
