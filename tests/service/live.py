@@ -118,13 +118,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 def serve_process(model_paths, jobs_dir, *options: str, host: str = "127.0.0.1") -> Iterator[tuple[Any, str]]:
     """`uvidm serve` in a subprocess on a free port, waited for until its models are ready: (process, url).
     Whatever it printed is in `process.output` once the block ends (it is stopped if still running)."""
-    port = free_port(host)
+    port = free_port(host.strip("[]"))
     command = [sys.executable, "-m", "uvidm_backend.commands.serve", "--weights", str(model_paths.weights),
                "--bfm", str(model_paths.bfm), "--device", "cpu", "--host", host, "--port", str(port),
                "--jobs-dir", str(jobs_dir), *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={**os.environ, "UVIDM_TOKEN": ""})
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    bare = host.strip("[]")
+    url = f"http://{f'[{bare}]' if ':' in bare else bare}:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -105,5 +105,7 @@ def test_ctrl_c_ends_event_streams_and_stops_at_once(tmp_path, model_paths, smal
     assert sorted(ends) == sorted([running["id"], queued["id"]]), "every stream must get its `end`"
     assert max(at for at, _ in ends.values()) - interrupted < 1.0
     assert ends[queued["id"]][1]["state"] == "queued"
-    assert process.returncode == 0 and exited < 5, (process.returncode, exited, process.output)
+    # The exit itself waits for the running job's next step and the interpreter's teardown (seconds on a
+    # loaded machine); the bound catches a stop that hangs on the streams.
+    assert process.returncode == 0 and exited < 15, (process.returncode, exited, process.output)
     assert "Traceback" not in process.output and process.output.endswith("uvidm serve: stopped\n")
