@@ -15,7 +15,9 @@ from typing import Any, Protocol
 
 from uvidm_backend.pipeline.errors import Cancelled, UVIDMError
 from uvidm_backend.pipeline.options import GenerateOptions
+from uvidm_backend.pipeline.output_folder import is_disk_full
 from uvidm_backend.service.jobs import JobStore
+from uvidm_backend.service.wording import in_http_terms
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,12 @@ class Worker:
         while not self._stop.is_set() and not self.models.wait(self.poll_s):
             pass
         while not self._stop.is_set():
-            taken = self.store.take(self.poll_s)
+            try:
+                taken = self.store.take(self.poll_s)
+            except Exception:  # the worker must outlive any one job's bookkeeping
+                log.exception("taking the next job failed")
+                self._stop.wait(self.poll_s)
+                continue
             if taken is not None:
                 self.run_job(*taken)
 
@@ -139,8 +146,8 @@ class Worker:
         try:
             runner = self.models.runner
             if runner is None:
-                raise UVIDMError(f"the models could not be loaded: {self.models.error}. Fix the model files "
-                                 "(`uvidm weights check`) and restart the service")
+                raise UVIDMError(f"the models could not be loaded: {self.models.error}. The service must be "
+                                 "restarted once its model files are fixed")
             progress("starting", 0.0)
             runner.generate_to_folder(photo, self.store.output_dir(job_id), GenerateOptions(**_options(options)),
                                       progress=progress)
@@ -150,12 +157,17 @@ class Worker:
             else:
                 self.store.finish(job_id, "cancelled")
             log.info("job %s cancelled", job_id)
-        except UVIDMError as error:
-            log.info("job %s failed: %s", job_id, error)
-            self.store.finish(job_id, "failed", str(error))
-        except Exception as error:  # any bug or resource error fails this job only; the worker goes on
-            log.exception("job %s failed", job_id)
-            self.store.finish(job_id, "failed", f"internal error ({type(error).__name__}): {error}")
+        except Exception as error:
+            if is_disk_full(error):
+                log.error("job %s failed: disk full (%s)", job_id, error)
+                message = "the service's disk is full, so the result could not be written: try again later"
+            elif isinstance(error, UVIDMError):
+                log.info("job %s failed: %s", job_id, error)
+                message = in_http_terms(str(error))
+            else:  # any bug or resource error fails this job only; the worker goes on
+                log.exception("job %s failed", job_id)
+                message = f"internal error ({type(error).__name__}): {error}"
+            self.store.finish(job_id, "failed", message)
         else:
             self.store.finish(job_id, "done")
             log.info("job %s done", job_id)
