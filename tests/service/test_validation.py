@@ -52,6 +52,8 @@ BAD_FIELDS = [  # (form fields, the field the 422 names)
     ({"texture_size": "100"}, "texture_size"),
     ({"texture_size": "NaN"}, "texture_size"),
     ({"expression": "smile"}, "expression"),
+    ({"texture": "painted"}, "texture"),
+    ({"head": "statue"}, "head"),
     ({"sampler": "euler"}, "sampler"),
     ({"face_index": "-1"}, "face_index"),
     ({"face_index": "99"}, "face_index"),  # the landmarks give one face
