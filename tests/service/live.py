@@ -115,15 +115,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.contextmanager
-def serve_process(model_paths, jobs_dir, *options: str, host: str = "127.0.0.1") -> Iterator[tuple[Any, str]]:
-    """`uvidm serve` in a subprocess on a free port, waited for until its models are ready: (process, url).
-    Whatever it printed is in `process.output` once the block ends (it is stopped if still running)."""
+def serve_process(model_paths, jobs_dir, *options: str, host: str = "127.0.0.1", ready_state: str = "ready",
+                  env: dict[str, str] | None = None) -> Iterator[tuple[Any, str]]:
+    """`uvidm serve` in a subprocess on a free port, waited for until its models are in `ready_state`:
+    (process, url). Whatever it printed is in `process.output` once the block ends (it is stopped if still
+    running)."""
     port = free_port(host.strip("[]"))
     command = [sys.executable, "-m", "uvidm_backend.commands.serve", "--weights", str(model_paths.weights),
                "--bfm", str(model_paths.bfm), "--device", "cpu", "--host", host, "--port", str(port),
                "--jobs-dir", str(jobs_dir), *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "UVIDM_TOKEN": ""})
+                               env={**os.environ, "UVIDM_TOKEN": "", **(env or {})})
     bare = host.strip("[]")
     url = f"http://{f'[{bare}]' if ':' in bare else bare}:{port}"
     try:
@@ -131,7 +133,7 @@ def serve_process(model_paths, jobs_dir, *options: str, host: str = "127.0.0.1")
         while True:
             assert process.poll() is None, process.stdout.read().decode()
             try:
-                if httpx.get(f"{url}/v1/health", timeout=5).json()["models"]["state"] == "ready":
+                if httpx.get(f"{url}/v1/health", timeout=5).json()["models"]["state"] == ready_state:
                     break
             except httpx.TransportError:
                 pass

@@ -75,13 +75,14 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     paths = model_paths(args)
     missing = paths.missing()
-    if missing:
-        print(f"uvidm serve: model files missing: {', '.join(file.name for file in missing)}. Get them with "
-              f"`uvidm weights download --weights {paths.weights} --bfm {paths.bfm}`", file=sys.stderr)
-        return 1
+    if missing:  # the service still starts: health says what is missing, POST /v1/models/download gets it
+        print(f"uvidm serve: model files missing: {', '.join(file.name for file in missing)}. Jobs wait until "
+              f"they are there: POST /v1/models/download, or `uvidm weights download --weights {paths.weights} "
+              f"--bfm {paths.bfm}`", file=sys.stderr)
 
     try:
         from uvidm_backend.service.app import create_app
+        from uvidm_backend.service.model_download import ModelDownloads
         from uvidm_backend.service.server import build_server
         from uvidm_backend.service.worker import ModelHolder
     except ImportError as error:  # the service's packages are not needed by the other commands
@@ -95,7 +96,8 @@ def run_serve(args: argparse.Namespace) -> int:
         # "auto": serve at once in graph mode, and at compile mode's speed once compiled in the background.
         return Pipeline.load(paths, device=args.device, fast=args.fast, background_compile=args.fast == "auto")
 
-    app = create_app(settings, ModelHolder(load=load))
+    holder = ModelHolder(load=load, missing=lambda: [file.name for file in paths.missing()])
+    app = create_app(settings, holder, downloads=ModelDownloads(paths, on_installed=holder.start))
     print(f"uvidm serve: {settings.url} (API docs at /docs), jobs in {settings.jobs_dir}"
           + (", token required" if settings.token else ""), flush=True)
     verbose = getattr(args, "verbose", False)

@@ -100,7 +100,7 @@ def _download(url: str, target: Path) -> None:
         http_download(url, target, Progress(0))
     except TransferError as error:
         problem = str(error).removeprefix(f"{url}: ")
-        raise FullHeadDownloadError(url, f"{problem}; run the command again to resume") from error
+        raise FullHeadDownloadError(url, f"{problem}; download again to resume") from error
 
 
 def _copy(source: Path, target: Path) -> None:

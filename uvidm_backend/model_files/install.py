@@ -158,7 +158,7 @@ def install(plan: DownloadPlan, paths: ModelPaths, progress: Progress) -> Instal
             else:
                 report.placed.append(_install_file(planned, plan.listing, paths, progress))
         except TransferError as error:
-            report.failures[planned.name] = f"{error}; run the command again to resume"
+            report.failures[planned.name] = f"{error}; download again to resume"
         except (ModelFileInvalid, ModelSourceError) as error:
             report.failures[planned.name] = str(error)
             log.warning("%s", error)
@@ -234,7 +234,7 @@ def _from_hub(listing: HubListing, path: str, staged: Path, progress: Progress) 
         return http_download(url, staged, progress, expected_size=listing.files[path],
                              expected_sha256=listing.sha256.get(path), headers=build_hf_headers())
     except TransferError as error:
-        raise ModelSourceError(f"{path}: {error}; run the command again to resume") from error
+        raise ModelSourceError(f"{path}: {error}; download again to resume") from error
 
 
 def _install_detector(planned: PlannedFile, paths: ModelPaths, progress: Progress) -> list[ManifestEntry]:

@@ -111,7 +111,9 @@ def http_download(url: str, target: Path, progress: Progress, *, expected_sha256
             have = 0
         length = response.headers.get("Content-Length")
         size = expected_size or ((int(length) + have) if length else 0)
-        progress.file_total = progress.file_total or size
+        if not progress.file_total and size:  # a file of unknown size until now: the total grows by it
+            progress.file_total = size
+            progress.total_bytes += size
         progress.advance(have)
         bar = progress.bar_class()(total=size or None, initial=have, unit="B", unit_scale=True, desc=target.name)
         try:

@@ -24,7 +24,9 @@ from uvidm_backend.service import errors
 from uvidm_backend.service.context import Service
 from uvidm_backend.service.jobs import JobStore
 from uvidm_backend.service.limits import BodyDeadline, DecodeBudget, HeadAsGet, SubmissionGate, UploadLimit
+from uvidm_backend.service.model_download import ModelDownloads
 from uvidm_backend.service.routes import health, jobs
+from uvidm_backend.service.routes import models as model_files
 from uvidm_backend.service.security import BrowserGuard, TokenCheck, cors_options
 from uvidm_backend.service.settings import ServiceSettings
 from uvidm_backend.service.worker import Cleaner, ModelHolder, Runner, Worker
@@ -42,11 +44,12 @@ the service allows that origin.
 """
 
 
-def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastAPI:
+def create_app(settings: ServiceSettings, runner: Runner | ModelHolder,
+               downloads: ModelDownloads | None = None) -> FastAPI:
     """The FastAPI application; its lifespan recovers the jobs folder and starts the worker and the cleaner."""
     models = runner if isinstance(runner, ModelHolder) else ModelHolder(runner=runner)
     store = JobStore(settings.jobs_dir, settings.queue_capacity, settings.keep_hours)
-    context = Service(settings, store, models, DecodeBudget(settings.decode_budget_bytes))
+    context = Service(settings, store, models, DecodeBudget(settings.decode_budget_bytes), downloads=downloads)
     worker = Worker(store, models)
     cleaner = Cleaner(store, settings.cleanup_interval_s)
 
@@ -69,6 +72,7 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
     errors.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(model_files.router)
     # Added last runs first: Host/Origin → CORS → token → size → body time → queue place → HEAD → routes.
     app.add_middleware(HeadAsGet)
     app.add_middleware(SubmissionGate, store=store)

@@ -13,6 +13,7 @@ from fastapi import Request
 
 from uvidm_backend.service.jobs import JobStore
 from uvidm_backend.service.limits import DecodeBudget
+from uvidm_backend.service.model_download import ModelDownloads
 from uvidm_backend.service.settings import ServiceSettings
 from uvidm_backend.service.worker import ModelHolder
 
@@ -23,6 +24,7 @@ class Service:
     store: JobStore
     models: ModelHolder
     decode_budget: DecodeBudget
+    downloads: ModelDownloads | None = None  # None: a fixed runner, no model files to fetch
     # Set when the server begins to shut down: event streams end (with `end`) at their next poll.
     stopping: threading.Event = field(default_factory=threading.Event)
 

@@ -125,10 +125,11 @@ class ModelDownloads:
             return
         missing = [file.name for file in self.paths.missing()]
         if report.failures or missing:
-            reasons = "; ".join(report.failures.values()) or f"still missing: {', '.join(missing)}"
+            reasons = "; ".join(reason if reason.startswith(name) else f"{name}: {reason}"
+                                for name, reason in report.failures.items()) or f"still missing: {', '.join(missing)}"
             self._update(state="failed", file=None, error=reasons)
             return
-        self._update(state="done", file=None, done_bytes=plan.total_bytes)
+        self._update(state="done", file=None, done_bytes=progress.done_bytes, total_bytes=progress.total_bytes)
         try:
             self._on_installed()
         except Exception:  # the holder reports its own loading errors

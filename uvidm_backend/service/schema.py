@@ -24,8 +24,19 @@ class JobModel(BaseModel):
     cancel_requested: bool = Field(description="a cancel was asked for; the job stops at its next step")
 
 
+class DownloadModel(BaseModel):
+    state: Literal["running", "done", "failed", "cancelled"]
+    file: str | None = Field(description="the file being fetched")
+    done_bytes: int
+    total_bytes: int
+    error: str | None = Field(description="why the download failed (finished, verified files are kept)")
+
+
 class ModelsModel(BaseModel):
-    state: Literal["loading", "ready", "failed"]
+    state: Literal["missing", "downloading", "loading", "ready", "failed"]
+    missing: list[str] = Field(description="model files not there yet (state missing or downloading)")
+    download: DownloadModel | None = Field(description="the service's download of the model files, if any")
+    advice: str | None = Field(None, description="what to do while files are missing")
     error: str | None = Field(description="why loading failed")
     loaded: list[str] = Field(description="the networks and data the pipeline holds")
     fast: str | None = Field(description="the GPU fast path now running: off, graph or compile (null while "

@@ -37,10 +37,14 @@ class ModelHolder:
     Health reports `state` ("loading" / "ready" / "failed") and the loading error.
     """
 
-    def __init__(self, runner: Runner | None = None, load: Callable[[], Runner] | None = None):
+    def __init__(self, runner: Runner | None = None, load: Callable[[], Runner] | None = None,
+                 missing: Callable[[], list[str]] | None = None):
+        """`missing` names the model files that are not there yet: until it names none, the holder is
+        "missing" and `start` waits (the service's download calls `start` again when it is done)."""
         if (runner is None) == (load is None):
             raise ValueError("give either a runner or a function that loads one")
         self._load = load
+        self._missing = missing or (lambda: [])
         self._runner = runner
         self._error: str | None = None
         self._description: dict[str, Any] = {}
@@ -52,6 +56,8 @@ class ModelHolder:
 
     @property
     def state(self) -> str:
+        if self._thread is None and self._runner is None and self.missing():
+            return "missing"
         if not self._ready.is_set():
             return "loading"
         return "failed" if self._runner is None else "ready"
@@ -64,8 +70,11 @@ class ModelHolder:
     def runner(self) -> Runner | None:
         return self._runner
 
+    def missing(self) -> list[str]:
+        return [] if self._runner is not None else self._missing()
+
     def start(self) -> None:
-        if self._load is None or self._thread is not None:
+        if self._load is None or self._thread is not None or self.missing():
             return
         self._thread = threading.Thread(target=self._load_models, name="uvidm-load", daemon=True)
         self._thread.start()
@@ -77,7 +86,7 @@ class ModelHolder:
         if self._runner is not None and self._description.get("compiling"):
             self._describe()  # a background compilation changes the fast mode; follow it until it ends
         models = self._description.get("models", [])
-        return {"state": self.state, "error": self._error,
+        return {"state": self.state, "error": self._error, "missing": self.missing(),
                 "loaded": [str(model) for model in models] if isinstance(models, list | tuple) else [],
                 "device": self._description.get("device"), "dtype": self._description.get("dtype"),
                 "fast": self._description.get("fast"), "compiling": bool(self._description.get("compiling"))}

@@ -21,6 +21,7 @@ from uvidm_backend.service.errors import DISK_FULL
 from uvidm_backend.service.events import job_events
 from uvidm_backend.service.jobs import SERVED_FILES, QueueFull, safe_file_name, valid_job_id
 from uvidm_backend.service.routes.auth import GUARDED
+from uvidm_backend.service.routes.health import MISSING_ADVICE
 from uvidm_backend.service.schema import JobModel, errors
 from uvidm_backend.service.validation import (
     LANDMARKS_MAX_CHARS,
@@ -85,6 +86,8 @@ def submit(
                                                             "head_full.*) or 'both'")] = None,
 ) -> JSONResponse:
     models, settings = context.models, context.settings
+    if models.state == "missing":
+        raise HTTPException(503, f"{MISSING_ADVICE}; missing: {', '.join(models.missing())}")
     if models.state == "failed":
         raise HTTPException(503, f"the models could not be loaded ({models.error}); the service must be restarted "
                                  "once its model files are fixed")
