@@ -46,12 +46,12 @@ def test_background_compilation_takes_over_between_generations(model_paths):
     options = GenerateOptions(landmarks=faces[0]["lm5"], steps=10, seed=3, texture_size=512, sampler="dpmpp")
     reference = Pipeline.load(model_paths, device="cuda", fast="off").generate(photo, options)
     pipeline = Pipeline.load(model_paths, device="cuda", fast="graph", background_compile=True)
-    graph_unet = pipeline.eps_model
+    graph_unet = pipeline.fast_path.eps_model
     while_compiling = pipeline.generate(photo, options)  # runs beside the compiler, not after it
     assert pipeline.wait_compiled(timeout=900), "the background compilation failed (see the log)"
     described = pipeline.describe()
     assert described["fast"] == "compile" and not described["compiling"]
-    assert pipeline.eps_model is not graph_unet and pipeline.eps_model.compile_mode == "default"
+    assert pipeline.fast_path.eps_model is not graph_unet and pipeline.fast_path.eps_model.compile_mode == "default"
     compiled = pipeline.generate(photo, options)
     # result.json tells the three arithmetics apart (the first head may have run before or after the swap)
     assert reference.info["precision"]["unet"] == "float32"

@@ -49,6 +49,11 @@ def project(vertices_camera: Tensor, focal: float = FOCAL, center: float = CENTE
     return homogeneous[..., :2] / homogeneous[..., 2:]
 
 
+def depth_to_ndc(depth: Tensor, near: float = Z_NEAR, far: float = Z_FAR) -> Tensor:
+    """Distance from the camera -> the rasterizers' z in [-1, 1] between the near and far planes (linear)."""
+    return (depth - near) / (far - near) * 2 - 1
+
+
 def projXY_to_original(projXY: Tensor, trans_params: Tensor) -> Tensor:
     """Crop pixel coordinates (B, N, 2), y up -> pixel coordinates of the original photo, y down.
 
