@@ -54,9 +54,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="photos through the networks at once (default: from the GPU's free memory, up to 32; "
                              "1 on the CPU)")
-    parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
-                        help="spread the photos over every GPU of this machine or of a Ray cluster (ADDRESS, "
-                             "default: a running cluster, else a local one); needs pip install "
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="spread the photos over every GPU of this machine or of a Ray cluster (ADDRESS, e.g. "
+                             "ray://head:10001 or auto; default: $RAY_ADDRESS, else a Ray started here); needs "
+                             "pip install "
                              "\"uvidm-blender[ray]\"")
     parser.add_argument("--corrected-ear-mask", action="store_true",
                         help="also keep the right ear out of the model's condition (the official code means to, "
