@@ -236,7 +236,7 @@ def test_bad_photos_fail_clearly_and_the_rest_of_the_run_goes_on(tmp_path, model
 
     assert run_cli(tmp_path, model_paths, photos, "--landmarks", str(landmarks)) == 1
     out = tmp_path / "out"
-    assert sorted(path.name for path in out.iterdir()) == ["good"]
+    assert sorted(path.name for path in out.iterdir()) == ["failures.json", "good"]
     assert {path.name for path in (out / "good").iterdir()} == OUTPUTS
     assert left_over_partials(tmp_path) == []
     printed = capsys.readouterr().out

@@ -123,6 +123,7 @@ class Pipeline:
             front_mask = textures.front_region_mask(self.triangles, model_layout.triangle_buffer,
                                                     model_layout.barycentric_weight, self.front_idx)
             self.front_mask_source = "footprint"
+        self.front_mask = front_mask
         self.texture_stage = TextureStage(self.head_model, self.front_model, self.front_idx, self.triangles,
                                           self.layouts, front_mask, self.rasterizer, self.model_size)
         mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().numpy()
