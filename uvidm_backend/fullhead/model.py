@@ -227,7 +227,7 @@ class FullHeadModel:
                 self._skin[size] = paint.SkinLayout(**self._cached(f"fullhead_skin_{size}.npz", build))
             return self._skin[size]
 
-    def _skin_on(self, size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def skin_tensors(self, size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The skin layout's arrays as tensors on `like`'s device and in its dtype, moved there once."""
         key = (size, str(like.device), like.dtype)
         with self._lock:
@@ -258,7 +258,7 @@ class FullHeadModel:
             spec = part.spec
             texture = None
             if spec.name == "skin":
-                texture = paint.skin_texture(albedo, *self._skin_on(texture_size, albedo), tone)
+                texture = paint.skin_texture(albedo, *self.skin_tensors(texture_size, albedo), tone)
             elif spec.name in EYES:
                 texture = self.eye_textures[spec.name]
                 pngs[len(materials)] = self.eye_pngs[spec.name]
