@@ -330,9 +330,16 @@ class MorphTargets:
         return cls(targets.shape[1], starts.astype(np.int64), rows.astype(np.int64), targets[which, rows])
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "starts", _frozen(self.starts, np.int64, "starts", (None,)))
-        object.__setattr__(self, "rows", _frozen(self.rows, np.int64, "rows", (None,)))
-        object.__setattr__(self, "offsets", _frozen(self.offsets, np.float32, "offsets", (len(self.rows), 3)))
+        # Read-only arrays are kept as they are (the targets of every head share their rows), others copied.
+        for name, dtype, shape in (("starts", np.int64, (None,)), ("rows", np.int64, (None,)),
+                                   ("offsets", np.float32, (len(self.rows), 3))):
+            value = getattr(self, name)
+            if not (isinstance(value, np.ndarray) and not value.flags.writeable and value.dtype == dtype
+                    and value.flags.c_contiguous):
+                value = _frozen(value, dtype, name, shape)
+            object.__setattr__(self, name, value)
+        if self.starts.ndim != 1 or self.rows.ndim != 1 or self.offsets.shape != (len(self.rows), 3):
+            raise ValueError(f"starts and rows must be vectors and offsets (rows, 3) (got {self.offsets.shape})")
         starts = self.starts
         if len(starts) == 0 or starts[0] != 0 or starts[-1] != len(self.rows) or np.any(np.diff(starts) < 0):
             raise ValueError("starts must rise from 0 to the number of moving rows")
@@ -355,7 +362,9 @@ class MorphTargets:
 
     def transformed(self, matrix: np.ndarray) -> MorphTargets:
         """Each offset o replaced by o @ matrix (3, 3): the same vertices move (matrix invertible)."""
-        return MorphTargets(self.count, self.starts, self.rows, self.offsets @ np.asarray(matrix, np.float32))
+        offsets = self.offsets @ np.asarray(matrix, np.float32)
+        offsets.setflags(write=False)
+        return MorphTargets(self.count, self.starts, self.rows, offsets)
 
     def applied(self, weights: np.ndarray) -> np.ndarray:
         """(N, 3) float32: the sum of the targets at `weights` (E,)."""
