@@ -4,6 +4,7 @@ painting it texel by texel from the vertices; the eyes the same for every person
 
 import io
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 
 from uvidm_backend.devtools.synthetic_head import write_bfm_folder
 from uvidm_backend.fullhead import texture as paint
-from uvidm_backend.fullhead.model import EYES, FullHeadModel
+from uvidm_backend.fullhead.model import EYES, KEPT_SKIN_LAYOUTS, SKIN_LAYOUT_PREFIX, FullHeadModel
 from uvidm_backend.geometry.bfm_files import load_bfm
 from uvidm_backend.geometry.face_model import FaceModel
 
@@ -79,6 +80,17 @@ def test_caches_of_other_model_files_are_made_again(folder, bfm, face_model):
     np.testing.assert_array_equal(again.mesh.materials[0].texture, head.mesh.materials[0].texture)
     with np.load(layout) as data:
         assert str(data["key"]) != "made for other files"
+
+
+def test_only_the_latest_sizes_are_kept(folder, bfm, face_model):
+    model = _load(folder, bfm, face_model)
+    sizes = [16 + 8 * step for step in range(KEPT_SKIN_LAYOUTS + 1)]
+    for size in sizes:
+        model.skin_layout(size)
+        time.sleep(0.01)  # distinct modification times
+    kept = sorted(int(path.stem.removeprefix(SKIN_LAYOUT_PREFIX)) for path in folder.glob(f"{SKIN_LAYOUT_PREFIX}*"))
+    assert kept == sizes[1:]
+    assert model.skin_layout(sizes[-1]).grid.shape == (sizes[-1], 2 * sizes[-1], 2)
 
 
 def test_skin_texture_is_the_albedo_read_through_each_texel_s_vertices(folder, bfm, face_model):

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 METRES_PER_BFM_UNIT = 0.1
 EYE_TEXTURE_SIZE = 256
 TEXTURE_CACHE_VERSION = 1  # of the skin layouts and eye textures kept on disk
+SKIN_LAYOUT_PREFIX = "fullhead_skin_"  # + texture size + ".npz"
+KEPT_SKIN_LAYOUTS = 4
 
 
 @dataclass(frozen=True)
@@ -214,26 +216,45 @@ class FullHeadModel:
 
     def skin_layout(self, size: int, device: torch.device | str | None = None) -> paint.SkinLayout:
         """What the skin texture of `size` rows (`size` x 2 `size`) reads, made once per size (rasterised on
-        `device`) and kept on disk."""
+        `device`) and kept on disk; the `KEPT_SKIN_LAYOUTS` sizes used last are kept, in memory and on disk."""
         skin = self.parts[0]
         with self._lock:
-            if size not in self._skin:
+            layout = self._skin.pop(size, None)
+            if layout is None:
                 def build() -> dict[str, np.ndarray]:
                     bake = paint.UVBake.build(skin.uv, skin.faces, (size, size * skin.tiles), device)
                     layout = paint.SkinLayout.build(bake, self.bfm_uv_of_vertex[skin.source],
                                                     self.correspondence.texture_weight[skin.source])
                     return {"grid": layout.grid, "share": layout.share}
 
-                self._skin[size] = paint.SkinLayout(**self._cached(f"fullhead_skin_{size}.npz", build))
-            return self._skin[size]
+                layout = paint.SkinLayout(**self._cached(f"{SKIN_LAYOUT_PREFIX}{size}.npz", build))
+                self._forget_old_layout_files(size)
+            self._skin[size] = layout  # the dict's order: least recently used first
+            for old in list(self._skin)[:-KEPT_SKIN_LAYOUTS]:
+                del self._skin[old]
+                self._skin_tensors = {key: value for key, value in self._skin_tensors.items() if key[0] != old}
+            return layout
+
+    def _forget_old_layout_files(self, used: int) -> None:
+        """Marks `used`'s layout file as the latest and deletes all but the latest `KEPT_SKIN_LAYOUTS`: any size
+        from 256 to 2048 can be asked for, and each costs 12 bytes a texel (25 MB at 1024)."""
+        if self.cache_dir is None:
+            return
+        try:
+            os.utime(self.cache_dir / f"{SKIN_LAYOUT_PREFIX}{used}.npz")
+            files = sorted(self.cache_dir.glob(f"{SKIN_LAYOUT_PREFIX}*.npz"), key=lambda path: path.stat().st_mtime)
+            for stale in files[:-KEPT_SKIN_LAYOUTS]:
+                stale.unlink(missing_ok=True)
+        except OSError as error:  # a read-only folder, or another process deleting the same file
+            log.debug("skin layout files in %s left as they are (%s)", self.cache_dir, error)
 
     def skin_tensors(self, size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The skin layout's arrays as tensors on `like`'s device and in its dtype, moved there once."""
+        layout = self.skin_layout(size, like.device)  # also keeps the size among the recent ones
         key = (size, str(like.device), like.dtype)
         with self._lock:
             tensors = self._skin_tensors.get(key)
         if tensors is None:
-            layout = self.skin_layout(size, like.device)
             tensors = tuple(torch.from_numpy(array).to(like.device, like.dtype)
                             for array in (layout.grid, layout.share))
             with self._lock:
