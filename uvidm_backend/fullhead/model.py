@@ -8,10 +8,10 @@ named morph targets. ICT's lacrimal fluid, eye-blend and eye-occlusion meshes ar
 look right with Unreal's digital-human shaders.
 
 Whatever does not depend on the person is made once per model, and kept on disk beside the correspondence
-where it takes seconds: the skin texture's layout per texture size, the eye textures (painted on the ICT's
-neutral eyes, so the iris sits on the cornea whatever the photo's expression) and their PNGs, the morph
-targets' moving vertices, the sums that make vertex normals. A request fits, blends the shapes, reads the
-albedo once on its device and rotates the morph targets.
+where it takes seconds: the skin texture's layout per texture size, the eye textures (painted on the neutral
+ICT head fitted to the BFM mean head, so the iris sits on the cornea whatever the photo's expression) and
+their PNGs, the morph targets' moving vertices, the sums that make vertex normals. A request fits, blends
+the shapes, reads the albedo once on its device and rotates the morph targets.
 """
 
 from __future__ import annotations
