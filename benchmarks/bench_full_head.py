@@ -162,7 +162,7 @@ def whole_request(model: FullHeadModel | None, ict_key: str, size: int, device: 
     landmarks = json.loads(landmarks_file.read_text())[photo.name]["faces"][0]["lm5"]
     timings: dict[str, list[dict]] = {"bfm": [], "both": []}
     for run in range(repeats + 1):  # the first of each: warm-up (the skin layout at this size, graph capture)
-        for head in ("bfm", "both"):
+        for head in ("bfm", "both") if run % 2 else ("both", "bfm"):  # either first as often
             options = GenerateOptions(landmarks=landmarks, steps=2, texture_size=size, head=head)
             out = pipeline.generate_to_folder(photo, root / f"{head}-{run}", options)
             if run:

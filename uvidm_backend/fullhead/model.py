@@ -270,8 +270,10 @@ class FullHeadModel:
         ict = self.ict
         identity = ict.neutral + np.einsum("k,knc->nc", fit.identity.astype(np.float32), ict.identity)
         placed = fit.place(identity.astype(np.float64)) * METRES_PER_BFM_UNIT
-        expression = np.einsum("e,enc->nc", fit.expression, ict.expressions)
-        posed = placed + fit.place_offsets(expression) * METRES_PER_BFM_UNIT
+        posed = placed
+        if fit.expression.any():
+            expression = np.einsum("e,enc->nc", fit.expression, ict.expressions)
+            posed = placed + fit.place_offsets(expression) * METRES_PER_BFM_UNIT
         to_metres = fit.scale * METRES_PER_BFM_UNIT * fit.rotation.T  # ICT offsets (rows, cm) -> metres
         tone = paint.skin_tone(albedo, self.bfm_uv_of_vertex[self.tone_vertices])
         materials, parts, pngs = [], [], {}
