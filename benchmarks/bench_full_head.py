@@ -149,7 +149,7 @@ def part_timings(model: FullHeadModel, head, identity_shape: np.ndarray, shape: 
 
 
 def whole_request(model: FullHeadModel | None, ict_key: str, size: int, device: str, repeats: int, root: Path,
-                  landmarks_file: Path) -> dict:
+                  photo: Path, landmarks_file: Path) -> dict:
     """What the full head adds to `Pipeline.generate_to_folder`: head "both" against "bfm" (alternating), on the
     tiny random-weight model folder with a BFM head of the real one's density and t1.jpg with its fixture
     landmarks; `model` (the real ICT model, built for that BFM head) replaces the folder's synthetic one."""
@@ -158,7 +158,6 @@ def whole_request(model: FullHeadModel | None, ict_key: str, size: int, device: 
     if model is not None:
         mean = pipeline.head_model.mean_shape.reshape(-1, 3).cpu().double().numpy()
         pipeline._full_head = FullHeadModel.from_ict(model.ict, ict_key, root, pipeline.bfm, mean)
-    photo = default_photo()
     landmarks = json.loads(landmarks_file.read_text())[photo.name]["faces"][0]["lm5"]
     timings: dict[str, list[dict]] = {"bfm": [], "both": []}
     for run in range(repeats + 1):  # the first of each: warm-up (the skin layout at this size, graph capture)
@@ -190,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (the target machine has 2 cores)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-request", action="store_true", help="skip the whole-request measurement")
+    parser.add_argument("--photo", type=Path,
+                        help="the whole request's photo, one of --landmarks (default: insightface's t1.jpg)")
     parser.add_argument("--landmarks", type=Path, default=LANDMARKS, help="landmarks.json of the shared fixtures")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -242,9 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     report["files_s_median"] = round(float(np.median(write_times)), 4)
     report["request_plus_files_s"] = round(report["request_s_median"] + report["files_s_median"], 4)
     report["parts_ms"] = part_timings(model, head, identity_shape, shape, albedo, texels, out, args.repeats)
-    if not args.no_request:
+    photo = args.photo or default_photo()
+    if args.no_request:
+        pass
+    elif not (photo.is_file() and args.landmarks and args.landmarks.is_file()):
+        report["whole_request"] = f"skipped: no photo ({photo}) or landmarks ({args.landmarks})"
+    else:
         report["whole_request"] = whole_request(model if args.ict or args.ict_cache else None, ict_key, texels,
-                                                args.device, args.repeats, scratch / "request", args.landmarks)
+                                                args.device, args.repeats, scratch / "request", photo, args.landmarks)
     report.update({key: head.info[key] for key in ("vertices", "triangles", "ict_vertices", "shape_keys",
                                                     "landmark_residual_mm", "surface_residual_mm")})
     report["matched_skin_vertices"] = int((model.correspondence.texture_weight > 0).sum())
