@@ -28,7 +28,7 @@ def cached_arrays(path: str | os.PathLike[str], key: str,
     except (OSError, KeyError, ValueError):
         pass
     arrays = build()
-    partial = path.with_name(path.name + ".partial.npz")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npz")  # two processes may build at once
     try:
         np.savez(partial, key=np.array(key), **arrays)
         os.replace(partial, path)
