@@ -29,6 +29,7 @@ from uvidm_backend.acceleration import EAGER_UPDATES, CudaGraphed, FastDecoder, 
 from uvidm_backend.acceleration.compile_cache import use_persistent_compile_cache
 from uvidm_backend.acceleration.fast import FastUNet, example_unet_inputs
 from uvidm_backend.condition import ConditionStage
+from uvidm_backend.devices import pick_device
 from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
 from uvidm_backend.diffusion.ddim import SamplerUpdate
 from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
@@ -106,12 +107,6 @@ class _ProgressTracker:
             self.timings[self._stage] = round(time.perf_counter() - self._started, 4)
             self._done += STAGES[self._stage]
             self._stage = None
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def outward_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:

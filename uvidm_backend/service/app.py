@@ -29,9 +29,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uvidm_backend import __version__
+from uvidm_backend.devices import gpu_warning
 from uvidm_backend.pipeline.errors import InputError
 from uvidm_backend.pipeline.images import load_photo, readable_formats
 from uvidm_backend.pipeline.options import GenerateOptions
+from uvidm_backend.service.faces_route import add_faces_route
 from uvidm_backend.service.jobs import OUTPUT_FILES, JobStore, QueueFull, safe_file_name, valid_job_id
 from uvidm_backend.service.settings import ServiceSettings
 from uvidm_backend.service.worker import Cleaner, ModelHolder, Runner, Worker
@@ -88,6 +90,7 @@ class ModelsModel(BaseModel):
 class HealthModel(BaseModel):
     version: str
     device: str | None = Field(description="torch device the pipeline runs on")
+    device_warning: str | None = Field(description="a GPU this machine has that the pipeline does not use, and why")
     models: ModelsModel
     queue_length: int = Field(description="jobs waiting (the running one not counted)")
     queue_capacity: int
@@ -289,6 +292,7 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
             raise HTTPException(401, "missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
 
     guarded = [Depends(authorized)]
+    add_faces_route(app, models, settings, guarded)
 
     @app.exception_handler(RequestValidationError)
     async def validation_failed(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -312,6 +316,7 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
         # Handlers answer JSONResponse: the models document the schema, the store's dicts need no re-validation.
         status = models.status()
         return JSONResponse({"version": __version__, "device": status["device"],
+                             "device_warning": gpu_warning(status["device"]) if status["device"] else None,
                              "models": {key: status[key] for key in ("state", "error", "loaded", "fast", "compiling")},
                              "queue_length": store.queue_length(), "queue_capacity": settings.queue_capacity,
                              "token_required": settings.token is not None})
