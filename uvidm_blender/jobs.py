@@ -18,7 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import FINAL_STATES, OUTPUT_FILES, BackendError, BackendUnreachable, Client, JobOptions, describe_job
+from .client import (
+    FINAL_STATES,
+    OUTPUT_FILES,
+    BackendError,
+    BackendUnreachable,
+    Client,
+    JobOptions,
+    describe_job,
+    in_blender_words,
+)
 from .results import unique_folder
 
 log = logging.getLogger(__name__)
@@ -155,7 +164,7 @@ class GenerateJob:
                 continue
             state = (health.get("models") or {}).get("state")
             if state == "failed":
-                error = (health.get("models") or {}).get("error") or "no details"
+                error = in_blender_words((health.get("models") or {}).get("error") or "no details")
                 raise BackendError(f"The backend could not load its models ({error}). Check the model folder in "
                                    "the add-on preferences, then restart the backend.")
             if state != "loading" or time.monotonic() >= deadline:
@@ -190,10 +199,11 @@ class GenerateJob:
             if state == "done":
                 break
             if state == "failed":
-                raise BackendError(f"The backend could not make this head: {job.get('error') or 'no details'}")
+                error = in_blender_words(job.get("error") or "no details")
+                raise BackendError(f"The backend could not make this head: {error}")
             if state == "cancelled":
                 raise JobCancelled
-            self._emit(state or "running", describe_job(job), progress)
+            self._emit(state or "running", describe_job(job, progress), progress)
             self._wait(self.poll_interval)
             try:
                 job = self.client.job(self.job_id)
