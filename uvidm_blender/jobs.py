@@ -7,6 +7,7 @@ background mode the operator calls `run()` directly (same code, no thread). No b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -28,7 +29,7 @@ from .client import (
     describe_job,
     in_blender_words,
 )
-from .results import unique_folder
+from .results import RESULT_JSON, result_name, unique_folder
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +228,19 @@ class GenerateJob:
         try:
             self.client.download(self.job_id, names, partial)
             self._check_cancel()
-            target = unique_folder(self.results_root, self.photo.stem)
+            face_index = _face_index(partial / RESULT_JSON, self.options.face_index)
+            target = unique_folder(self.results_root, result_name(self.photo.stem, face_index))
             os.rename(partial, target)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         return target
+
+
+def _face_index(result_json: Path, asked: int | None) -> int | None:
+    """The face the backend made (result.json's face.index: the detected face's number), else the one asked for."""
+    try:
+        index = json.loads(result_json.read_text(encoding="utf-8"))["face"]["index"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return asked
+    return index if isinstance(index, int) else asked
