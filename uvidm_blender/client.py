@@ -123,22 +123,6 @@ def is_loopback(url: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def parse_landmarks(text: str) -> tuple[tuple[float, float], ...] | None:
-    """Five [x, y] points from JSON text ('' -> None); ValueError in words for anything else."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        points = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"landmarks are not valid JSON ({error.msg}); write five [x, y] points") from error
-    if (not isinstance(points, list) or len(points) != 5
-            or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p)
-                       for p in points)):
-        raise ValueError("landmarks must be five [x, y] points: eyes, nose tip, mouth corners")
-    return tuple((float(x), float(y)) for x, y in points)
-
-
 def encode_multipart(fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
     """multipart/form-data body and its content type; `files` maps field -> (filename, data, type)."""
     boundary = "uvidm-" + secrets.token_hex(16)

@@ -7,6 +7,7 @@ background mode the operator calls `run()` directly (same code, no thread). No b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -66,6 +67,7 @@ class GenerateJob:
     def __init__(self, client: Client, photo: str | os.PathLike[str], options: JobOptions,
                  results_root: str | os.PathLike[str], *, wait_for_backend: float = 0.0,
                  backend_died: Callable[[], str | None] | None = None,
+                 landmarks_file: str | os.PathLike[str] | None = None,
                  poll_interval: float = 0.5, sleep: Callable[[float], None] | None = None):
         self.client = client
         self.photo = Path(photo)
@@ -73,9 +75,11 @@ class GenerateJob:
         self.results_root = Path(results_root)
         self.wait_for_backend = wait_for_backend
         self.backend_died = backend_died
+        self.landmarks_file = Path(landmarks_file) if landmarks_file else None
         self.poll_interval = poll_interval
         self.events: queue.Queue[JobEvent] = queue.Queue()
         self.job_id: str | None = None
+        self.health: dict | None = None  # the backend's last health answer (device, models)
         self.last: JobEvent = JobEvent("waiting", "Starting", 0.0)
         self._cancelled = threading.Event()
         self._sleep = sleep
@@ -154,7 +158,7 @@ class GenerateJob:
         while True:
             self._check_cancel()
             try:
-                health = self.client.health(timeout=5.0)
+                health = self.health = self.client.health(timeout=5.0)
             except BackendUnreachable:
                 if self.backend_died is not None and (reason := self.backend_died()):
                     raise BackendError(reason) from None
@@ -173,6 +177,16 @@ class GenerateJob:
             self._emit("waiting", "The backend is loading its models", 0.0)
             self._wait(1.0)
 
+    def _with_file_landmarks(self) -> JobOptions:
+        """The chosen face's five points from the landmarks file (the backend reads every layout it knows)."""
+        self._emit("uploading", f"Reading {self.landmarks_file.name}", 0.0)
+        faces = self.client.faces(self.photo, self.landmarks_file)["faces"]
+        chosen = pick_face(faces, self.options.face_index)
+        if chosen is None:
+            raise BackendError(f"The landmarks file {self.landmarks_file.name} has {len(faces)} face(s) for this "
+                               f"photo; face {self.options.face_index + 1} is not among them. Pick another face.")
+        return dataclasses.replace(self.options, landmarks=tuple((float(x), float(y)) for x, y in chosen["points"]))
+
     def _submit(self) -> dict:
         while True:
             self._check_cancel()
@@ -190,6 +204,8 @@ class GenerateJob:
             raise BackendError(f"The photo {self.photo} does not exist; choose another one.")
         self._emit("waiting", "Connecting to the backend", 0.0)
         self._wait_until_ready()
+        if self.landmarks_file is not None:
+            self.options = self._with_file_landmarks()
         job = self._submit()
         self.job_id = job["id"]
         failures = 0
@@ -244,3 +260,27 @@ def _face_index(result_json: Path, asked: int | None) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         return asked
     return index if isinstance(index, int) else asked
+
+
+def pick_face(faces: list[dict], face_index: int | None) -> dict | None:
+    """The face a job takes from POST /v1/faces' list: `face_index`, or the largest for None."""
+    if face_index is None:
+        return next((face for face in faces if face.get("largest")), faces[0] if faces else None)
+    return next((face for face in faces if face.get("index") == face_index), None)
+
+
+def wait_for_backend(client: Client, seconds: float, died: Callable[[], str | None] | None = None) -> None:
+    """Return once the backend answers and has loaded its models (or `seconds` passed); blocking."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if (client.health(timeout=5.0).get("models") or {}).get("state") != "loading":
+                return
+        except BackendUnreachable:
+            if died is not None and (reason := died()):
+                raise BackendError(reason) from None
+            if time.monotonic() >= deadline:
+                raise
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.5)

@@ -125,10 +125,15 @@ def scene(addon):
     bpy.ops.wm.read_homefile(use_empty=True)
     prefs = bpy.context.preferences.addons[addon].preferences
     for name in ("backend_mode", "python_path", "port", "remote_url", "token", "model_folder", "device",
-                 "results_folder", "torch_spec", "index_url"):
+                 "results_folder", "torch_spec", "torch_build", "index_url"):
         prefs.property_unset(name)
+    state = sys.modules[f"{addon}.uvidm_blender.runtime"].STATE
+    state.backend_text, state.backend_key, state.health, state.health_key = "", (), None, ()
+    state.faces.clear()
+    bpy.context.window_manager.uvidm.property_unset("message")
+    bpy.context.window_manager.uvidm.property_unset("last_result")
     yield bpy.context.scene
-    sys.modules[f"{addon}.uvidm_blender.runtime"].STATE.shutdown()
+    state.shutdown()
 
 
 @pytest.fixture
