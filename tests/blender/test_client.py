@@ -19,7 +19,6 @@ from uvidm_blender.client import (
     in_blender_words,
     is_loopback,
     normalize_url,
-    parse_landmarks,
     url_problem,
 )
 
@@ -46,16 +45,6 @@ def test_malformed_urls_are_refused_in_words(url, words):
 def test_loopback_urls():
     assert is_loopback("127.0.0.1:9000") and is_loopback("http://localhost:8765") and is_loopback("http://[::1]:80")
     assert not is_loopback("http://gpu-box.invalid:8765")
-
-
-def test_landmarks_parsing():
-    assert parse_landmarks("") is None
-    points = parse_landmarks("[[1, 2], [3, 4], [5, 6], [7, 8], [9.5, 10]]")
-    assert points == ((1.0, 2.0), (3.0, 4.0), (5.0, 6.0), (7.0, 8.0), (9.5, 10.0))
-    with pytest.raises(ValueError, match="five"):
-        parse_landmarks("[[1, 2]]")
-    with pytest.raises(ValueError, match="JSON"):
-        parse_landmarks("[[1, 2],")
 
 
 def test_form_fields_only_carry_what_was_set():
