@@ -15,4 +15,10 @@ if [ "${1:-}" = "--test" ]; then
   # downgrade the backend's numpy; it runs fine on numpy 2, so its own needs are listed by hand.
   .venv/bin/python -m pip install -q --no-deps "bpy==5.0.1"
   .venv/bin/python -m pip install -q zstandard requests
+  # The Khronos glTF validator (tests/pipeline/test_gltf_validator.py), pinned by its lock file; needs node + npm.
+  if command -v npm > /dev/null; then
+    npm ci --prefix tests/gltf_validator --no-audit --no-fund --loglevel=error
+  else
+    echo "npm not found: the glTF validator tests will fail; install Node.js (https://nodejs.org)" >&2
+  fi
 fi

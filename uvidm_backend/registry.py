@@ -1,9 +1,11 @@
 """Every model file the pipeline needs: what it is, where it comes from, where it goes.
 
-The UV-IDM release (hub repository `luh0502/UV-IDM`) keeps the folder layout of the
-official code (`checkpoints/`, `BFM/`); we keep the networks in `weights/` and the face model
-in `BFM/`, and remember each file's path inside the hub repository. insightface downloads
-its `buffalo_l` detector itself, into `weights/insightface/models/buffalo_l`.
+The UV-IDM release (hub repository `luh0502/UV-IDM`, or its Google Drive folder) keeps the folder
+layout of the official code (`checkpoints/`, `BFM/`, `masktopo/`); we keep the networks in
+`weights/` and the face model in `BFM/`. `official_path` is where the release keeps each file; the
+download finds a file by name anywhere in the repository when it is not there
+(`model_files.sources`). insightface's `buffalo_l` detector goes to
+`weights/insightface/models/buffalo_l`.
 """
 
 from __future__ import annotations
@@ -17,23 +19,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_ENV = "UVIDM_WEIGHTS"
 BFM_ENV = "UVIDM_BFM"
 INSIGHTFACE_MODEL = "buffalo_l"
+FRONT_MASK_FILE = "front_mask.png"
 
 
 @dataclass(frozen=True)
 class ModelFile:
     name: str  # file name in our folders
     folder: str  # "weights" or "BFM"
-    hub_path: str | None  # path inside HUB_REPOSITORY; None: not on the hub
+    official_path: str | None  # path in the official release; None: not part of it (found by name if present)
     purpose: str
     required: bool = True
 
 
 MODEL_FILES: tuple[ModelFile, ...] = (
-    ModelFile("ldm.ckpt", "weights", "checkpoints/ldm.ckpt",
-              "UV-IDM latent diffusion: UNet, autoencoder, condition stage"),
+    # The configuration first: verifying ldm.ckpt needs it.
     ModelFile("ldm_config.json", "weights", None,
               "model configuration (the yaml's model.params as JSON); absent: the released configuration",
               required=False),
+    ModelFile("ldm.ckpt", "weights", "checkpoints/ldm.ckpt",
+              "UV-IDM latent diffusion: UNet, autoencoder, condition stage"),
     ModelFile("epoch_20.pth", "weights", "checkpoints/epoch_20.pth",
               "Deep3DFaceRecon reconstruction network (BFM coefficients of the output mesh)"),
     # ldm.ckpt holds the face-parsing weights the condition stage uses (its cond_stage_model.seg_model
@@ -54,6 +58,9 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               "official 256x256 UV lookup table (recomputed when absent)", required=False),
     ModelFile("barycentric_weight.npy", "BFM", "BFM/barycentric_weight.npy",
               "official 256x256 UV lookup weights (recomputed when absent)", required=False),
+    ModelFile(FRONT_MASK_FILE, "BFM", "masktopo/front.png",
+              "official face region of the colour match (the UV footprint of the front model when absent)",
+              required=False),
 )
 
 
@@ -74,11 +81,18 @@ class ModelPaths:
     def path(self, file: ModelFile | str) -> Path:
         if isinstance(file, str):
             file = model_file(file)
-        return (self.weights if file.folder == "weights" else self.bfm) / file.name
+        return self.folder(file) / file.name
 
     @property
     def insightface_root(self) -> Path:
         return self.weights / "insightface"
+
+    @property
+    def detector_dir(self) -> Path:
+        return self.insightface_root / "models" / INSIGHTFACE_MODEL
+
+    def folder(self, file: ModelFile) -> Path:
+        return self.weights if file.folder == "weights" else self.bfm
 
     def locate(self, file: ModelFile | str) -> Path:
         """The file to read: our safetensors copy of a network when present (safe, fast), else the official one."""

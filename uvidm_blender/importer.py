@@ -159,7 +159,7 @@ def import_result(context, path, name: str | None = None) -> bpy.types.Object:
     if result.albedo is not None or not obj.data.materials:
         obj.data.materials.clear()
         obj.data.materials.append(build_material(f"{name} skin", result.albedo))
-    else:
+    elif not result.full_head:  # the full head's eyes and teeth keep their own roughness
         for material in obj.data.materials:
             if material and material.node_tree and (bsdf := material.node_tree.nodes.get("Principled BSDF")):
                 bsdf.inputs["Roughness"].default_value = ROUGHNESS

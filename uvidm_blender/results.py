@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_JSON = "result.json"
+FULL_HEAD_GLB = "head_full.glb"  # the ICT full head (`--head full|both`)
 
 
 class ResultError(Exception):
@@ -162,6 +163,11 @@ class ResultFolder:
             return self.name
         return self.photo_name + (f", face {self.face_number}" if self.face_number else "")
 
+    @property
+    def full_head(self) -> bool:
+        """The ICT full head (head_full.glb): its own materials and shape keys, not the albedo."""
+        return self.obj is None and self.glb is not None and self.glb.name == FULL_HEAD_GLB
+
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> ResultFolder:
         """A result folder, or any file in one (head.glb, head.obj, result.json), or a lone .glb/.obj."""
@@ -180,7 +186,7 @@ class ResultFolder:
             return candidate if candidate.is_file() else None
 
         obj = existing("head.obj")
-        glb = existing("head.glb")
+        glb = existing("head.glb") or (existing(FULL_HEAD_GLB) if obj is None else None)
         if chosen is not None and chosen.suffix.lower() == ".obj":
             obj, glb = chosen, None
         elif chosen is not None and chosen.suffix.lower() in (".glb", ".gltf"):
@@ -193,12 +199,12 @@ class ResultFolder:
                 metadata = json.loads(meta_file.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
                 raise ResultError(f"{meta_file} cannot be read ({error}); the result may be damaged") from error
-        albedo = existing("albedo.png")
+        albedo = existing("albedo.png") if glb is None or glb.name != FULL_HEAD_GLB else None
         if albedo is None and obj is not None:
             albedo = _texture_from_mtl(obj)
         photo = metadata.get("photo") if isinstance(metadata.get("photo"), dict) else {}
         face = metadata.get("face") if isinstance(metadata.get("face"), dict) else {}
-        if chosen is not None and chosen.stem not in ("head", "result", "albedo"):
+        if chosen is not None and chosen.stem not in ("head", "head_full", "result", "albedo"):
             name = chosen.stem
         else:
             name = folder.name
@@ -235,7 +241,7 @@ def _texture_from_mtl(obj: Path) -> Path | None:
 
 def is_result_folder(path: Path) -> bool:
     return path.is_dir() and not path.name.startswith(".") and (
-        (path / "head.obj").is_file() or (path / "head.glb").is_file())
+        (path / "head.obj").is_file() or (path / "head.glb").is_file() or (path / FULL_HEAD_GLB).is_file())
 
 
 def recent_results(root: str | os.PathLike[str], limit: int = 10) -> list[Path]:

@@ -29,7 +29,7 @@ SEED = 5
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return root, write_model_folder(root, seed=SEED, uv_tables=True)
+    return root, write_model_folder(root, seed=SEED, uv_tables=True, front_mask=True)
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,7 @@ def test_fifty_ddim_steps_give_a_finite_texture(networks):
 
 def test_writing_is_deterministic_for_a_seed(folder, tmp_path):
     root, _ = folder
-    again = write_model_folder(tmp_path / "again", seed=SEED, uv_tables=True)
+    again = write_model_folder(tmp_path / "again", seed=SEED, uv_tables=True, front_mask=True)
     files = sorted(path.relative_to(root) for path in root.rglob("*") if path.is_file())
     for name in files:
         if name.name != "README.txt":  # names the folder

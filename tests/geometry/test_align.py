@@ -18,6 +18,7 @@ from uvidm_backend.geometry.align import (
     crop_box,
     extract_lm5_from_lm68,
     lm5_from_insightface,
+    lm5_from_lm68,
     pos,
     resize_crop_img,
     trans_back_ori_image,
@@ -64,6 +65,79 @@ def test_extract_lm5_from_lm68_order():
     lm5 = extract_lm5_from_lm68(_synthetic_lm68())
     expected = [[27, 61], [73, 61], [50, 40], [30, 20], [70, 22]]
     np.testing.assert_array_equal(lm5, expected)
+
+
+def official_lm5_by_formula(lm68: np.ndarray) -> np.ndarray:
+    """The official five points written out (1-based iBUG ids): eye corners 37/40 and 43/46, nose 31, mouth 49, 55."""
+    def point(number):
+        return lm68[number - 1]
+
+    return np.stack([(point(37) + point(40)) / 2, (point(43) + point(46)) / 2, point(31), point(49), point(55)])
+
+
+def test_extract_lm5_from_lm68_follows_the_formula():
+    rng = np.random.default_rng(3)
+    cases = [rng.uniform(0, 1000, (68, 2)), rng.uniform(-5, 5, (68, 3))]
+    cases += [np.asarray(face["lm68"]) for *_, face in landmark_faces()]
+    for lm68 in cases:
+        np.testing.assert_array_equal(extract_lm5_from_lm68(lm68), official_lm5_by_formula(lm68))
+
+
+def test_lm5_from_lm68_flips_then_casts_then_extracts():
+    """The official order: 68 y-down rows -> y-up (H - 1 - row) -> float32 -> five points."""
+    for _, _, height, face in landmark_faces():
+        rows = np.asarray(face["lm68"])
+        yup = np.stack([rows[:, 0], height - 1 - rows[:, 1]], axis=1).astype(np.float32)
+        got = lm5_from_lm68(rows, height)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, official_lm5_by_formula(yup))
+    with pytest.raises(ValueError):
+        lm5_from_lm68(np.zeros((5, 2)), 100)
+
+
+def official_pos(lm2d: np.ndarray, lm3d: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weak perspective x = R1 . X + t0, y = R2 . X + t1 by the normal equations; scale = mean row norm."""
+    rows = []
+    for X in lm3d:
+        rows.append([*X, 1.0, 0, 0, 0, 0])
+        rows.append([0, 0, 0, 0, *X, 1.0])
+    a = np.array(rows)
+    k = np.linalg.solve(a.T @ a, a.T @ np.asarray(lm2d, np.float64).reshape(-1))
+    return np.array([k[3], k[7]]), (np.linalg.norm(k[0:3]) + np.linalg.norm(k[4:7])) / 2
+
+
+def test_official_alignment_on_68_points():
+    """align_face on the five points of 68 (as the pipeline takes them) against the chain written out:
+    y-up float32 68 points, their five by the formula, POS, trans_params and the PIL resize-and-crop."""
+    from pipeline.photos import sample_photo
+
+    from uvidm_backend.pipeline.faces import face_from_landmarks
+    from uvidm_backend.pipeline.images import load_photo
+
+    photo = load_photo(sample_photo("t1.jpg"))
+    image = Image.fromarray(photo.pixels)
+    height, width = photo.height, photo.width
+    faces = [face for name, *_, face in landmark_faces() if name == "t1.jpg"]
+    assert faces
+    for face in faces:
+        rows = np.asarray(face["lm68"])
+        yup = np.stack([rows[:, 0], height - 1 - rows[:, 1]], axis=1).astype(np.float32)
+        lm5 = official_lm5_by_formula(yup)
+        t, s = official_pos(lm5, LM3D_5)
+        scale = 102.0 / s
+        expected_params = np.array([width, height, scale, t[0], t[1], 224])
+        w, h = int(width * scale), int(height * scale)
+        left = int(w / 2 - 112 + (t[0] - width / 2) * scale)
+        up = int(h / 2 - 112 + (height / 2 - t[1]) * scale)
+        expected_crop = np.asarray(image.resize((w, h), Image.BICUBIC).crop((left, up, left + 224, up + 224)))
+        expected_lm = (lm5 - t + [width / 2, height / 2]) * scale - [w / 2 - 112, h / 2 - 112]
+
+        given = face_from_landmarks(rows, photo)
+        alignment = align_face(photo.pixels, given.official_lm5(height), LM3D_5)
+        np.testing.assert_allclose(alignment.trans_params, expected_params, rtol=1e-9)
+        assert crop_box(alignment.trans_params) == (w, h, left, up)
+        np.testing.assert_array_equal(alignment.crop, expected_crop)
+        np.testing.assert_allclose(alignment.landmarks, expected_lm, atol=1e-6)
 
 
 def test_extract_lm5_keeps_dtype_and_3d():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 import scipy.io
@@ -122,13 +120,42 @@ def test_raster_shapes_must_match(arrays, folder):
         load_bfm(folder)
 
 
-def test_one_based_whole_head_point_buf_is_detected(arrays, folder, caplog):
-    """The official Deep3dEncoder assumes 0-based; a 1-based file is converted, with a warning."""
-    content = {key[len("bfm5w_"):]: value for key, value in arrays.items() if key.startswith("bfm5w_")}
-    content["point_buf"] = content["point_buf"] + 1
-    scipy.io.savemat(folder / bfm_files.FULL_MODEL_FILE, content)
-    with caplog.at_level(logging.WARNING):
-        bfm = load_bfm(folder)
-    assert bfm.full.point_buf_base == 1
+# The bases the official code reads (trap 2 of the reference README): visualize.py's `tri - 1`,
+# `point_buf - 1` (front) and `idx - 1`; Deep3dEncoder's whole-head `point_buf` and `full_triangles` as stored.
+OFFICIAL_BASES = [("bfm5w_", "point_buf", 0), ("bfm5w_", "tri", 1), ("bfmfront_", "point_buf", 1),
+                  ("bfmfront_", "tri", 1), ("", "full_triangles", 0), ("", "front_idx_1based", 1)]
+FILES = {"bfm5w_": bfm_files.FULL_MODEL_FILE, "bfmfront_": bfm_files.FRONT_MODEL_FILE,
+         "full_triangles": bfm_files.FULL_TRIANGLES_FILE, "front_idx_1based": bfm_files.FRONT_INDEX_FILE}
+KEYS = {"front_idx_1based": "idx"}
+
+
+def _rewrite(arrays, folder, prefix, key, shift):
+    changed = dict(arrays)
+    changed[prefix + key] = arrays[prefix + key] + shift
+    write_bfm_files(changed, folder)
+    return FILES[prefix or key], KEYS.get(key, key)
+
+
+@pytest.mark.parametrize(("prefix", "key", "base"), OFFICIAL_BASES)
+def test_an_index_array_in_the_other_base_is_refused_naming_file_and_array(arrays, folder, prefix, key, base):
+    """One rule: the base the official code reads; a file converted to the other base is an error, not a guess."""
+    file_name, array = _rewrite(arrays, folder, prefix, key, 1 if base == 0 else -1)
+    with pytest.raises(BFMFileError, match=rf"{file_name}: '{array}' indices .* expected {base}-based") as error:
+        load_bfm(folder)
+    assert f"fit {1 - base}-based indices" in str(error.value)
+
+
+@pytest.mark.parametrize(("prefix", "key", "base"), OFFICIAL_BASES)
+def test_an_index_array_that_fits_neither_base_is_refused(arrays, folder, prefix, key, base):
+    file_name, array = _rewrite(arrays, folder, prefix, key, 5)
+    with pytest.raises(BFMFileError, match=rf"{file_name}: '{array}' .*fit neither 0- nor 1-based"):
+        load_bfm(folder)
+
+
+def test_the_loaded_indices_are_the_stored_ones_minus_the_official_base(arrays, folder):
+    bfm = load_bfm(folder)
     np.testing.assert_array_equal(bfm.full.point_buf, arrays["bfm5w_point_buf"])
-    assert "point_buf is 1-based" in caplog.text
+    np.testing.assert_array_equal(bfm.front.point_buf, arrays["bfmfront_point_buf"] - 1)
+    np.testing.assert_array_equal(bfm.full.triangles, arrays["bfm5w_tri"] - 1)
+    np.testing.assert_array_equal(bfm.full_triangles, arrays["full_triangles"])
+    np.testing.assert_array_equal(bfm.front_idx, arrays["front_idx_1based"] - 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from uvidm_backend.geometry import uv
@@ -91,3 +92,50 @@ def test_remap_masks_back_faces_occlusion_and_segmentation():
     one_hidden = torch.tensor([[True, True, False]])
     _, mask = uv.remap_texture_from_image(image, projXY, normals, seg, index, weight, vertex_visibility=one_hidden)
     torch.testing.assert_close(mask[0, 0], (weight[..., 0] + weight[..., 1] > 0.5).float())
+
+
+# -- registration of the 256 -> N resize with the UV tables -----------------------------------------
+
+BLOB_UVS = [(0.5, 0.5), (0.13, 0.81), (0.87, 0.22), (0.31, 0.37), (0.71, 0.64), (0.06, 0.08), (0.95, 0.93)]
+BLOB_SIGMA_UV = 0.012
+
+
+def _blob_map(size: int) -> np.ndarray:
+    """Gaussian blobs at BLOB_UVS, evaluated at each texel's UV: texel (r, c) of an S-texel map holds
+    u = c / (S - 1), v = 1 - r / (S - 1) (the official `process_uv` convention of the UV tables)."""
+    u = np.arange(size) / (size - 1)
+    v = 1 - np.arange(size) / (size - 1)
+    image = np.zeros((size, size))
+    for bu, bv in BLOB_UVS:
+        image += np.exp(-((u[None, :] - bu) ** 2 + (v[:, None] - bv) ** 2) / (2 * BLOB_SIGMA_UV**2))
+    return image
+
+
+def _misregistration(image: np.ndarray) -> float:
+    """Largest distance (texels) between a blob's intensity centroid and where the UV tables put its centre."""
+    size = image.shape[0]
+    worst = 0.0
+    for bu, bv in BLOB_UVS:
+        x, y = bu * (size - 1), (1 - bv) * (size - 1)
+        half = int(4 * BLOB_SIGMA_UV * (size - 1))
+        r0, r1 = max(0, round(y) - half), min(size, round(y) + half + 1)
+        c0, c1 = max(0, round(x) - half), min(size, round(x) + half + 1)
+        window = np.clip(image[r0:r1, c0:c1], 0, None)
+        rows, cols = np.mgrid[r0:r1, c0:c1]
+        cy, cx = (window * rows).sum() / window.sum(), (window * cols).sum() / window.sum()
+        worst = max(worst, float(np.hypot(cx - x, cy - y)))
+    return worst
+
+
+@pytest.mark.parametrize("size", [1024, 2048])
+def test_resize_is_registered_with_the_uv_tables_to_a_quarter_texel(size):
+    model = torch.from_numpy(_blob_map(256))[None, None]
+    resized = uv.resize_uv_map(model, size)[0, 0].numpy()
+    assert resized.shape == (size, size)
+    # the measurement itself: a blob map made directly at N sits where the tables say (cut-off blobs at
+    # the borders only lose a little symmetry)
+    assert _misregistration(_blob_map(size)) < 0.05
+    assert _misregistration(resized) < 0.25
+    # and it can tell: the half-texel convention of a plain resize is off by more than a texel
+    shifted = torch.nn.functional.interpolate(model, (size, size), mode="bicubic", align_corners=False)
+    assert _misregistration(shifted[0, 0].numpy()) > 1.0

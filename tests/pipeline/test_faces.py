@@ -1,17 +1,19 @@
-"""Faces: user-given points, landmark files, choosing a face, and the insightface wrapper's errors."""
+"""Faces: user-given points (5 or 68), landmark files, choosing a face, and insightface detection run for real
+on stand-in buffalo_l files (devtools.face_models) that find the fixture faces of t1.jpg."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from pipeline.photos import fixture_landmarks, fixtures_dir, sample_photo
 
-from uvidm_backend.geometry.align import extract_lm5_from_lm68
+from uvidm_backend.devtools.face_models import LANDMARK_FILE, KnownFace, known_faces, write_face_models
+from uvidm_backend.geometry.align import lm5_from_insightface, lm5_from_lm68
 from uvidm_backend.pipeline import faces as faces_module
 from uvidm_backend.pipeline.errors import InputError, ModelFilesMissing
 from uvidm_backend.pipeline.faces import (
@@ -20,6 +22,7 @@ from uvidm_backend.pipeline.faces import (
     DetectedFace,
     FaceDetector,
     FaceDetectorMissing,
+    check_landmarks,
     face_from_landmarks,
     faces_from_landmarks_file,
     min_detectable_width,
@@ -53,6 +56,16 @@ def box_area(face: DetectedFace) -> float:
     return face.width * face.height
 
 
+def lm5_by_formula(lm68) -> np.ndarray:
+    """The official five points of 68 (1-based ids): eye corners 37/40 and 43/46, nose 31, mouth corners 49, 55."""
+    lm68 = np.asarray(lm68, dtype=np.float64)
+    return np.stack([(lm68[36] + lm68[39]) / 2, (lm68[42] + lm68[45]) / 2, lm68[30], lm68[48], lm68[54]])
+
+
+def t1_lm68(index: int = 0) -> np.ndarray:
+    return np.asarray(fixture_landmarks()["t1.jpg"]["faces"][index]["lm68"])
+
+
 def test_detected_face_is_frozen_and_measures_itself():
     face = DetectedFace(box=(10, 20, 110, 140), points=FRONTAL, score=0.9)
     assert face.points.dtype == np.float64 and face.points.shape == (5, 2)
@@ -63,6 +76,35 @@ def test_detected_face_is_frozen_and_measures_itself():
         face.points[0, 0] = 0.0
     with pytest.raises(AttributeError):
         face.score = 0.1  # type: ignore[misc]
+
+
+def test_detected_face_from_68_points():
+    lm68 = t1_lm68()
+    face = DetectedFace(box=(50, 270, 170, 400), lm68=lm68, score=0.8)
+    np.testing.assert_array_equal(face.lm68, lm68)
+    np.testing.assert_array_equal(face.points, lm5_by_formula(lm68))
+    assert face.landmarks is face.lm68 and face.landmarks_source == "lm68"
+    assert not face.lm68.flags.writeable and not face.points.flags.writeable
+    np.testing.assert_array_equal(face.official_lm5(886), lm5_from_lm68(lm68, 886))
+    five = DetectedFace(box=(10, 20, 110, 140), points=FRONTAL, score=0.9)
+    assert five.lm68 is None and five.landmarks is five.points and five.landmarks_source == "lm5"
+    np.testing.assert_array_equal(five.official_lm5(240), lm5_from_insightface(FRONTAL, 240))
+    with pytest.raises(ValueError, match="not both"):
+        DetectedFace(box=(0, 0, 1, 1), points=FRONTAL, lm68=lm68)
+    with pytest.raises(ValueError, match="needs"):
+        DetectedFace(box=(0, 0, 1, 1))
+
+
+def test_face_from_68_given_points():
+    for photo, faces in photo_entries():
+        for fixture_face in faces:
+            face = face_from_landmarks(fixture_face["lm68"], photo)
+            assert face.source == "landmarks" and face.landmarks_source == "given-lm68"
+            np.testing.assert_array_equal(face.lm68, fixture_face["lm68"])
+            np.testing.assert_array_equal(face.points, lm5_by_formula(fixture_face["lm68"]))
+            # The box is estimated from the five points, as for five given points.
+            assert face.box == face_from_landmarks(face.points, photo).box
+    assert face_from_landmarks(FRONTAL).landmarks_source == "given-lm5"
 
 
 def test_face_from_landmarks_box_follows_the_face():
@@ -104,8 +146,24 @@ def test_face_from_options_landmarks():
     assert np.array_equal(face.points, np.asarray(FRONTAL))
 
 
+def shuffled_lm68() -> np.ndarray:
+    lm68 = t1_lm68()
+    return lm68[np.random.default_rng(0).permutation(68)]
+
+
+def jaw_reversed_lm68() -> np.ndarray:
+    lm68 = t1_lm68().copy()
+    lm68[:17] = lm68[16::-1]
+    return lm68
+
+
 @pytest.mark.parametrize("points, message", [
     (FRONTAL[:4], "five"),
+    (np.zeros((67, 2)), "68"),
+    ([[100.0, 120.0], [140.0, 120.0], [120.0, 121.0], [180.0, 119.0], [200.0, 121.0]], "on one line"),
+    (shuffled_lm68(), "not 68 points in the iBUG-300W order"),
+    (jaw_reversed_lm68(), "not 68 points in the iBUG-300W order"),
+    (t1_lm68() * [1, -1] + [0, 400], "mirrored"),
     ([[1, 2, 3]] * 5, "five"),
     ("eyes", "five"),
     ([[float("nan"), 1.0]] + FRONTAL[1:], "not finite"),
@@ -116,8 +174,24 @@ def test_face_from_options_landmarks():
     ([[x + 250, y] for x, y in FRONTAL], r"outside 'blank.png' \(320x240 pixels\)"),
 ])
 def test_face_from_landmarks_refuses_bad_points(points, message):
+    photo = blank_photo(1280, 886) if np.shape(points)[:1] == (68,) else blank_photo()  # t1.jpg's size for 68
     with pytest.raises(InputError, match=message):
-        face_from_landmarks(points, blank_photo())
+        face_from_landmarks(points, photo)
+    with pytest.raises(InputError, match=message):
+        check_landmarks(points, photo)
+
+
+def test_check_landmarks_inside_the_photo():
+    lm68 = t1_lm68()  # the left-most face of t1.jpg: its jaw starts at x = 55
+    assert check_landmarks(lm68, (1280, 886)).shape == (68, 2)
+    assert check_landmarks(lm68.tolist()).dtype == np.float64
+    # A jaw cut off by the frame is fine; the seven points the alignment uses must be in the photo.
+    cut = lm68 - [70, 0]
+    assert cut[:, 0].min() < 0 and face_from_landmarks(cut, blank_photo(1280, 886)).lm68 is not None
+    with pytest.raises(InputError, match=r"lie outside the photo \(1280x886 pixels\)"):
+        check_landmarks(lm68 - [100, 0], (1280, 886))
+    with pytest.raises(InputError, match=r"lie outside 'blank.png' \(320x240 pixels\)"):
+        check_landmarks(lm68, blank_photo())
 
 
 def test_sort_left_to_right_and_select_by_index():
@@ -225,7 +299,7 @@ def test_read_fixture_layout_per_image():
         got = read_landmarks_file(path, image_name=name)
         assert len(got) == len(entry["faces"])
         for points, face in zip(got, entry["faces"], strict=True):
-            assert np.array_equal(points, np.asarray(face["lm5"]))
+            assert np.array_equal(points, np.asarray(face["lm68"]))  # 68 points win over five
         # A path or another case of the name finds the same entry.
         assert np.array_equal(read_landmarks_file(path, image_name=f"/photos/{name.upper()}")[0], got[0])
     if len(data) > 1:
@@ -243,11 +317,14 @@ def test_read_fixture_layout_single_entry(tmp_path):
 def test_read_68_points(tmp_path):
     for photo, faces in photo_entries():
         lm68 = np.asarray(faces[0]["lm68"])
-        got = read_landmarks_file(write_json(tmp_path / "lm68.json", {"lm68": lm68.tolist()}))
-        assert np.allclose(got[0], extract_lm5_from_lm68(lm68))
+        for name, data in (("object.json", {"lm68": lm68.tolist()}), ("list.json", lm68.tolist()),
+                           ("both.json", {"lm5": faces[0]["lm5"], "lm68": lm68.tolist()})):
+            got = read_landmarks_file(write_json(tmp_path / name, data))
+            assert len(got) == 1 and np.array_equal(got[0], lm68), name
         text = "\n".join(f"{x} {y}" for x, y in lm68)
-        assert np.allclose(read_landmarks_file(write_text(tmp_path / "lm68.txt", text))[0], got[0])
-        face_from_landmarks(got[0], photo)  # the official reduction keeps the insightface order
+        assert np.array_equal(read_landmarks_file(write_text(tmp_path / "lm68.txt", text))[0], lm68)
+        face = face_from_landmarks(got[0], photo)
+        np.testing.assert_array_equal(face.points, lm5_by_formula(lm68))
 
 
 def write_text(path, text):
@@ -288,7 +365,8 @@ def test_faces_from_landmarks_file_for_a_photo():
     path = fixtures_dir() / "landmarks.json"
     for photo, fixture_faces in photo_entries():
         faces = faces_from_landmarks_file(path, photo)
-        assert [face.points.tolist() for face in faces] == [face["lm5"] for face in fixture_faces]
+        assert [face.lm68.tolist() for face in faces] == [face["lm68"] for face in fixture_faces]
+        assert {face.landmarks_source for face in faces} == {"given-lm68"}
         assert select_face(faces, photo=photo) is max(faces, key=box_area)
 
 
@@ -355,62 +433,77 @@ def test_detector_providers():
     assert providers[-1] == "CPUExecutionProvider" and ctx_id == (0 if providers[0].startswith("CUDA") else -1)
 
 
-class FakeAnalysis:
-    """Stands in for insightface's FaceAnalysis: records what it is given, returns right-to-left faces."""
+@pytest.fixture(scope="module")
+def t1_detector_root(tmp_path_factory):
+    """An insightface root whose buffalo_l holds stand-in det_10g.onnx and 1k3d68.onnx finding t1.jpg's faces."""
+    pytest.importorskip("insightface")
+    pytest.importorskip("onnx")
+    root = tmp_path_factory.mktemp("insightface")
+    photo = load_photo(sample_photo("t1.jpg"))
+    write_face_models(root / "models" / INSIGHTFACE_MODEL, photo.pixels, known_faces(fixture_landmarks(), "t1.jpg"))
+    return root
 
-    def __init__(self, faces):
-        self.faces = faces
-        self.images = []
 
-    def get(self, image):
-        self.images.append(image)
-        return self.faces
+def t1_known_faces() -> list[KnownFace]:
+    return known_faces(fixture_landmarks(), "t1.jpg")
 
 
-def test_detect_converts_and_sorts(monkeypatch):
-    right = SimpleNamespace(bbox=np.array([200, 50, 300, 170], np.float32),
-                            kps=np.asarray(FRONTAL, np.float32) + [130, -40], det_score=np.float32(0.8))
-    left = SimpleNamespace(bbox=np.array([80, 90, 170, 200], np.float32),
-                           kps=np.asarray(FRONTAL, np.float32) + [5, 10], det_score=np.float32(0.9))
-    no_points = SimpleNamespace(bbox=np.array([0, 0, 50, 50], np.float32), kps=None, det_score=0.7)
-    fake = FakeAnalysis([right, no_points, left])
-    created = []
-
-    def create(self):
-        created.append(self)
-        return fake
-
-    monkeypatch.setattr(FaceDetector, "_create", create)
-    detector = FaceDetector("/nonexistent")
-    pixels = np.zeros((240, 320, 3), np.uint8)
-    pixels[..., 0] = 10  # red
-    pixels[..., 2] = 200  # blue
-    photo = Photo(pixels=pixels, name="two.png", format="PNG", mode="RGB", size=(320, 240), orientation=1,
-                  sha256="0" * 64)
+def test_detection_gives_68_points_and_their_official_five(t1_detector_root):
+    """insightface's router, SCRFD decoding and NMS and its Landmark crop run on the stand-in files."""
+    photo = load_photo(sample_photo("t1.jpg"))
+    detector = FaceDetector(t1_detector_root, providers=["CPUExecutionProvider"])
     faces = detector.detect(photo)
-    detector.detect(photo)
-    assert len(created) == 1  # created once, at the first detect
-    assert fake.images[0][0, 0].tolist() == [200, 0, 10]  # insightface reads BGR
-    assert fake.images[0].flags.c_contiguous
-    assert [face.score for face in faces] == pytest.approx([0.9, 0.8])
-    assert faces[0].box == (80.0, 90.0, 170.0, 200.0) and faces[0].source == "detector"
-    assert np.allclose(faces[0].points, np.asarray(FRONTAL) + [5, 10])
-    assert select_face(faces, photo=photo) is faces[1]  # the larger box
+    known = t1_known_faces()
+    # The weaker duplicate of the first face (NMS) and the box under the score threshold are gone.
+    assert len(faces) == len(known) == 6
+    for face, expected in zip(faces, known, strict=True):  # both left to right
+        assert face.source == "detector" and face.landmarks_source == "lm68"
+        assert face.score == pytest.approx(expected.score, abs=1e-6)
+        np.testing.assert_allclose(face.box, expected.box, atol=1e-3)
+        np.testing.assert_allclose(face.lm68, expected.lm68, atol=1e-3)
+        np.testing.assert_allclose(face.points, lm5_by_formula(expected.lm68), atol=1e-3)
+        # Not the detector's key points (pupils): those lie a tenth of a pixel or more from the eye-corner means.
+        assert np.abs(face.points[:2] - expected.keypoints[:2]).max() > 0.1
+    largest = max(range(6), key=lambda i: (known[i].box[2] - known[i].box[0]) * (known[i].box[3] - known[i].box[1]))
+    assert select_face(faces, photo=photo) is faces[largest]
+    assert select_face(faces, 4, photo=photo) is faces[4]
+    assert detector.detect(photo)[0].box == faces[0].box  # loaded once, answers the same
+
+
+def test_detection_without_the_68_point_model_uses_the_key_points(t1_detector_root, tmp_path, caplog):
+    folder = tmp_path / "models" / INSIGHTFACE_MODEL
+    folder.mkdir(parents=True)
+    source = t1_detector_root / "models" / INSIGHTFACE_MODEL
+    for path in source.glob("*.onnx"):
+        if path.name != LANDMARK_FILE:
+            (folder / path.name).symlink_to(path)
+    photo = load_photo(sample_photo("t1.jpg"))
+    with caplog.at_level(logging.WARNING, logger=faces_module.__name__):
+        faces = FaceDetector(tmp_path, providers=["CPUExecutionProvider"]).detect(photo)
+    assert "68-point landmark model (1k3d68.onnx) is not in" in caplog.text
+    known = t1_known_faces()
+    assert len(faces) == len(known)
+    for face, expected in zip(faces, known, strict=True):
+        assert face.lm68 is None and face.landmarks_source == "lm5"
+        np.testing.assert_allclose(face.points, expected.keypoints, atol=1e-3)
 
 
 @pytest.mark.slow
 def test_real_detector_on_sample_photo():
-    """With buffalo_l installed (`uvidm weights download`), detection agrees with the fixture's points."""
+    """With the real buffalo_l installed (`uvidm weights download`): 68 points near the fixture's."""
     detector = FaceDetector()
     try:
         detector.check()
     except FaceDetectorMissing as error:
         pytest.skip(str(error))
+    if not (detector.model_dir / LANDMARK_FILE).is_file():
+        pytest.skip(f"{LANDMARK_FILE} is not in {detector.model_dir}")
     for photo, fixture_faces in photo_entries():
         faces = detector.detect(photo)
         if len(fixture_faces) > 1:
             assert len(faces) == len(fixture_faces)
         for face, fixture_face in zip(faces, fixture_faces, strict=False):
-            expected = np.asarray(fixture_face["lm5"])
+            assert face.landmarks_source == "lm68"
+            expected = lm5_by_formula(fixture_face["lm68"])
             error = np.linalg.norm(face.points - expected, axis=1).max()
             assert error < 0.25 * face.span, (photo.name, error)

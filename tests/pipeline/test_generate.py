@@ -16,7 +16,8 @@ from uvidm_backend.pipeline import Cancelled, GenerateOptions, InputError
 from uvidm_backend.pipeline import pipeline as pipeline_module
 from uvidm_backend.pipeline.preview import preview_scale
 
-OUTPUTS = {"head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "preview.png", "result.json"}
+OUTPUTS = {"head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "albedo_model_matched.png",
+           "preview.png", "result.json"}
 FAST = {"steps": 4, "texture_size": 256}
 
 
@@ -50,8 +51,11 @@ def test_cli_writes_every_output_for_t1(tmp_path, model_paths, capsys):
     assert {path.name for path in folder.iterdir()} == OUTPUTS
     result = json.loads((folder / "result.json").read_text())
     assert result["face"]["index"] == 3
-    expected = np.asarray(t1_faces()[3]["lm5"])
+    # The fixture gives 68 points (and five): the official five are taken from the 68.
+    lm68 = np.asarray(t1_faces()[3]["lm68"])
+    expected = np.stack([(lm68[36] + lm68[39]) / 2, (lm68[42] + lm68[45]) / 2, lm68[30], lm68[48], lm68[54]])
     np.testing.assert_allclose(result["face"]["landmarks"], expected, atol=0.01)
+    assert result["face"]["landmarks_source"] == "given-lm68"
     assert result["photo"]["size"] == [1280, 886]
     assert set(result["coefficients"]) == {"id", "exp", "tex", "angle", "gamma", "trans"}
     assert {"diffusion", "condition", "texture", "files", "total"} <= set(result["timings"])
@@ -312,3 +316,41 @@ def test_nothing_compiles_in_the_background_off_graph_mode(model_paths):
     pipeline = pipeline_module.Pipeline.load(model_paths, device="cpu", fast="auto", background_compile=True)
     assert pipeline.describe()["fast"] == "off" and not pipeline.describe()["compiling"]
     assert pipeline.compile_in_background() is None and not pipeline.wait_compiled(timeout=0)
+
+
+def weights_with_face_models(tmp_path, model_paths, landmarks=True):
+    """The fixture model folder's weights plus stand-in buffalo_l files that find t1.jpg's faces."""
+    from uvidm_backend.devtools.face_models import known_faces, write_face_models
+    from uvidm_backend.pipeline.images import load_photo
+    from uvidm_backend.registry import INSIGHTFACE_MODEL
+
+    pytest.importorskip("onnx")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for path in model_paths.weights.iterdir():
+        (weights / path.name).symlink_to(path)
+    photo = load_photo(sample_photo("t1.jpg"))
+    write_face_models(weights / "insightface" / "models" / INSIGHTFACE_MODEL, photo.pixels,
+                      known_faces(fixture_landmarks(), "t1.jpg"), landmarks=landmarks)
+    return weights
+
+
+@pytest.mark.parametrize("landmarks", [True, False], ids=["lm68", "lm5"])
+def test_cli_detects_the_face_and_says_which_landmarks(tmp_path, model_paths, landmarks):
+    """Without --landmarks: insightface on the stand-in buffalo_l, the largest face, its official five points."""
+    from uvidm_backend.devtools.face_models import known_faces
+
+    weights = weights_with_face_models(tmp_path, model_paths, landmarks)
+    args = ["generate", "sample:t1.jpg", "-o", str(tmp_path / "out"), "--weights", str(weights), "--bfm",
+            str(model_paths.bfm), "--device", "cpu", "--steps", "2", "--texture-size", "256"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "out" / "t1" / "result.json").read_text())
+    faces = known_faces(fixture_landmarks(), "t1.jpg")
+    largest = max(range(len(faces)), key=lambda i: np.prod(np.diff(np.reshape(faces[i].box, (2, 2)), axis=0)))
+    face = faces[largest]
+    assert result["face"]["index"] == largest and result["face"]["source"] == "detected"
+    lm68 = face.lm68
+    official = np.stack([(lm68[36] + lm68[39]) / 2, (lm68[42] + lm68[45]) / 2, lm68[30], lm68[48], lm68[54]])
+    expected = official if landmarks else face.keypoints
+    assert result["face"]["landmarks_source"] == ("lm68" if landmarks else "lm5")
+    np.testing.assert_allclose(result["face"]["landmarks"], expected, atol=0.01)

@@ -53,6 +53,11 @@ def test_background_compilation_takes_over_between_generations(model_paths):
     assert described["fast"] == "compile" and not described["compiling"]
     assert pipeline.eps_model is not graph_unet and pipeline.eps_model.compile_mode == "default"
     compiled = pipeline.generate(photo, options)
+    # result.json tells the three arithmetics apart (the first head may have run before or after the swap)
+    assert reference.info["precision"]["unet"] == "float32"
+    assert while_compiling.info["precision"]["unet"] in ("bf16 graph", "bf16 compiled")
+    assert compiled.info["precision"]["unet"] == "bf16 compiled"
+    assert compiled.info["precision"]["sampler_update"] == "float32 compiled"
     for head in (while_compiling, compiled):
         mean, p99 = _difference(head.albedo_model, reference.albedo_model)
         assert mean < 2.0 and p99 < 12, f"model texture differs from float32: mean {mean:.2f}, 99th pct {p99:.1f}"

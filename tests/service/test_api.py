@@ -40,7 +40,7 @@ def test_happy_path_end_to_end(serve, photo):
     assert health["models"]["state"] == "ready" and health["models"]["loaded"]
     assert health["device"] == "cpu" and health["queue_capacity"] == 16 and health["models"]["fast"] == "off"
 
-    files, data = photo.form(seed=5, delight="true", expression="neutral")
+    files, data = photo.form(seed=5, delight="true", expression="neutral", texture="official")
     response = client.post("/v1/jobs", files=files, data=data)
     assert response.status_code == 202, response.text
     job = response.json()
@@ -49,6 +49,7 @@ def test_happy_path_end_to_end(serve, photo):
     assert job["options"]["steps"] == 2 and job["options"]["texture_size"] == 256
     assert job["options"]["seed"] == 5 and job["options"]["delight"] is True
     assert job["options"]["expression"] == "neutral" and job["options"]["landmarks"] == photo.landmarks
+    assert job["options"]["texture"] == "official"
 
     events = read_events(client, job["id"])
     assert events[-1][0] == "end" and events[-1][1]["state"] == "done"
@@ -72,6 +73,7 @@ def test_happy_path_end_to_end(serve, photo):
     result = json.loads(downloaded["result.json"])
     assert result["photo"]["name"] == "t1.jpg" and result["photo"]["size"] == [1280, 886]
     assert result["options"]["steps"] == 2 and set(result["coefficients"]) >= {"id", "exp", "tex"}
+    assert result["texture"]["albedo"] == "official" and "albedo_model_matched.png" in downloaded
     with Image.open(io.BytesIO(downloaded["albedo.png"])) as albedo:
         assert albedo.size == (256, 256)
     assert "map_Kd albedo.png" in downloaded["head.mtl"].decode()
@@ -118,6 +120,7 @@ BAD_OPTIONS = [
     ({"eta": "2"}, "eta"),
     ({"texture_size": "100"}, "texture size"),
     ({"expression": "smile"}, "expression"),
+    ({"texture": "painted"}, "texture must be"),
     ({"sampler": "euler"}, "sampler"),
     ({"steps": "3"}, "steps"),  # the official DDIM spacing would step past t = 999
     ({"face_index": "-1"}, "face index"),
@@ -246,3 +249,20 @@ def test_openapi_schema_describes_the_api(serve, gate):
     assert all(form["properties"][name].get("description") for name in form["properties"])
     assert "text/event-stream" in paths["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     assert schema["components"]["schemas"]["JobModel"]["properties"]["queue_position"]["description"]
+
+
+def test_68_landmarks_are_taken_and_reported(serve, small_photo):
+    """The landmarks field takes 68 iBUG points (pixels of the upload, y down); result.json says so."""
+    from pipeline.photos import fixture_landmarks
+
+    left, top = 0, 200  # small_photo's crop of t1.jpg
+    lm68 = [[x - left, y - top] for x, y in fixture_landmarks()["t1.jpg"]["faces"][0]["lm68"]]
+    client = serve().client()
+    files, data = small_photo.form(landmarks=json.dumps(lm68))
+    response = client.post("/v1/jobs", files=files, data=data)
+    assert response.status_code == 202, response.text
+    assert wait_for(client, response.json()["id"])["state"] == "done"
+    result = client.get(f"/v1/jobs/{response.json()['id']}/files/result.json").json()
+    assert result["face"]["landmarks_source"] == "given-lm68"
+    eyes = [(lm68[36][i] + lm68[39][i]) / 2 for i in (0, 1)] + [(lm68[42][i] + lm68[45][i]) / 2 for i in (0, 1)]
+    assert result["face"]["landmarks"][0] + result["face"]["landmarks"][1] == pytest.approx(eyes, abs=0.01)

@@ -7,7 +7,8 @@ import importlib
 import platform
 
 from uvidm_backend.commands.common import add_model_folder_options, model_paths
-from uvidm_backend.registry import INSIGHTFACE_MODEL
+from uvidm_backend.geometry.bfm_files import BARYCENTRIC_WEIGHT_FILE, FRONT_MASK_FILE, TRIANGLE_BUFFER_FILE
+from uvidm_backend.registry import INSIGHTFACE_MODEL, ModelPaths
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -57,11 +58,34 @@ def checks(args: argparse.Namespace) -> list[tuple[bool, str, str]]:
     rows.append((not missing,
                  "model files: " + ("all found" if not missing else "missing " + ", ".join(f.name for f in missing)),
                  "" if not missing else f"uvidm weights download --weights {paths.weights} --bfm {paths.bfm}"))
+    rows += official_texture_files(paths)
+    from uvidm_backend.pipeline.faces import LANDMARK_MODEL_FILE
+
     detector_dir = paths.insightface_root / "models" / INSIGHTFACE_MODEL
     rows.append((detector_dir.is_dir(), f"face detector {INSIGHTFACE_MODEL}: "
                  + ("found" if detector_dir.is_dir() else f"not in {detector_dir}"),
                  "" if detector_dir.is_dir() else "uvidm weights download (insightface fetches it)"))
+    if detector_dir.is_dir() and not (detector_dir / LANDMARK_MODEL_FILE).is_file():
+        rows.append((False, f"68 landmarks: {LANDMARK_MODEL_FILE} is not in {detector_dir}; faces are aligned by "
+                            "the detector's five points, not as the official preprocessing does",
+                     f"delete {detector_dir} and run uvidm weights download"))
     return rows
+
+
+def official_texture_files(paths: ModelPaths) -> list[tuple[bool, str, str]]:
+    """Whether the official UV tables and front mask are there; without them the head still comes, but
+    its condition (rebuilt tables) and its colours (footprint mask) differ from the official code's."""
+    download = f"uvidm weights download --weights {paths.weights} --bfm {paths.bfm}"
+    tables = all(paths.path(name).is_file() for name in (TRIANGLE_BUFFER_FILE, BARYCENTRIC_WEIGHT_FILE))
+    mask = paths.path(FRONT_MASK_FILE).is_file()
+    return [(tables, "UV tables: " + ("official (triangle_buffer.npy, barycentric_weight.npy)" if tables else
+                                      "not in the BFM folder; rebuilt, which changes the condition and so the "
+                                      "whole texture (result.json: texture.uv_tables = \"rebuilt\")"),
+             "" if tables else download),
+            (mask, "front mask: " + ("official (front_mask.png)" if mask else
+                                     "front_mask.png not in the BFM folder; the colour match uses the front model's "
+                                     "UV footprint (result.json: texture.front_mask = \"footprint\")"),
+             "" if mask else download)]
 
 
 def run_doctor(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from uvidm_backend.commands.common import add_fast_option, add_model_folder_options, model_paths
 from uvidm_backend.pipeline.errors import ModelFilesMissing, UVIDMError
-from uvidm_backend.pipeline.options import EXPRESSIONS, SAMPLERS, GenerateOptions
+from uvidm_backend.pipeline.options import EXPRESSIONS, HEADS, SAMPLERS, TEXTURES, GenerateOptions
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--face", type=int, default=None, metavar="N",
                         help="which face, counting from 0 left to right (default: the largest)")
     parser.add_argument("--landmarks", type=Path, metavar="FILE",
-                        help="five points (eyes, nose tip, mouth corners) instead of face detection: JSON or "
-                             "text with five 'x y' lines")
+                        help="landmarks instead of face detection: five points (eyes, nose tip, mouth corners) "
+                             "or 68 in the iBUG-300W order, pixels, y down; JSON or text with 'x y' lines")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="diffusion steps (default: %(default)s)")
     parser.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta (default: %(default)s)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler,
@@ -34,9 +34,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
     parser.add_argument("--texture-size", type=int, default=defaults.texture_size,
                         help="albedo.png side in pixels, 256 to 2048 (default: %(default)s)")
+    parser.add_argument("--texture", choices=TEXTURES, default=defaults.texture,
+                        help="the mesh's albedo: 'default' the photo's pixels where the face is visible and the "
+                             "generated texture elsewhere, 'official' the official colour-matched texture alone "
+                             "(the paper's look) (default: %(default)s)")
+    parser.add_argument("--debug-maps", action="store_true",
+                        help="also write condition.png, condition_mask.png and baseline.png (the model's size)")
     parser.add_argument("--delight", action="store_true", help="divide out the fitted lighting from the texture")
     parser.add_argument("--expression", choices=EXPRESSIONS, default=defaults.expression,
                         help="mesh expression: as in the photo or neutral (default: %(default)s)")
+    parser.add_argument("--head", choices=HEADS, default=defaults.head,
+                        help="bfm: the BFM head (head.glb); full: the ICT full head for game engines (head_full.glb: "
+                             "closed head, eyes, teeth, 53 ARKit shape keys; `uvidm weights download --full-head` "
+                             "first); both (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     parser.add_argument("--corrected-ear-mask", action="store_true",
@@ -89,8 +99,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
     try:
         base_options = GenerateOptions(steps=args.steps, eta=args.eta, seed=args.seed, sampler=args.sampler,
-                                       texture_size=args.texture_size, delight=args.delight,
-                                       expression=args.expression, face_index=args.face)
+                                       texture_size=args.texture_size, texture=args.texture,
+                                       debug_maps=args.debug_maps, delight=args.delight,
+                                       expression=args.expression, face_index=args.face, head=args.head)
     except UVIDMError as error:
         print(f"error: {error}")
         return 2
@@ -125,7 +136,7 @@ def run_generate(args: argparse.Namespace) -> int:
                     faces = sort_left_to_right([face_from_landmarks(points) for points in
                                                 read_landmarks_file(args.landmarks, image_name=photo.name)])
                     face = select_face(faces, args.face)
-                    options = GenerateOptions(**{**base_options.to_dict(), "landmarks": face.points.tolist(),
+                    options = GenerateOptions(**{**base_options.to_dict(), "landmarks": face.landmarks.tolist(),
                                                  "face_index": faces.index(face)})
                 pipeline.generate_to_folder(photo, folder, options, progress, overwrite=args.overwrite)
             except (UVIDMError, FileExistsError) as error:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
+import sys
 from pathlib import Path
 
 from uvidm_backend.commands.common import add_model_folder_options, model_paths
@@ -15,19 +14,32 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("weights", help="find, download and convert the model files")
+    parser = commands.add_parser("weights", help="find, download, verify and convert the model files")
     actions = parser.add_subparsers(dest="action", required=True)
 
-    check = actions.add_parser("check", help="list every model file: found / missing / size")
+    check = actions.add_parser("check", help="list every model file and re-verify it against models.json")
     add_model_folder_options(check)
     check.set_defaults(run=run_check)
 
-    download = actions.add_parser("download", help=f"download the model files from {HUB_REPOSITORY}")
+    download = actions.add_parser("download", help=f"download the model files from the hub ({HUB_REPOSITORY}) "
+                                                   "or install them from an official release folder")
     add_model_folder_options(download)
     download.add_argument("--repo", default=HUB_REPOSITORY, help="hub repository (default: %(default)s)")
-    download.add_argument("--revision", default=None, help="branch, tag or commit of the hub repository")
+    download.add_argument("--revision", default="main", help="branch, tag or commit of the hub repository "
+                                                              "(default: %(default)s)")
+    download.add_argument("--from", dest="source", metavar="DIR", type=Path,
+                          help="an official release folder you already have (the Google Drive folder or a clone "
+                               "of the hub repository: checkpoints/, BFM/, masktopo/): verified and linked into "
+                               "place, nothing downloaded")
+    download.add_argument("--accept-licences", action="store_true",
+                          help="accept the model files' licences without being asked (for scripts)")
     download.add_argument("--skip-detector", action="store_true",
                           help=f"do not fetch insightface's {INSIGHTFACE_MODEL} (when you give landmarks yourself)")
+    download.add_argument("--force", action="store_true", help="fetch every file again, even those present")
+    download.add_argument("--full-head", action="store_true",
+                          help="also fetch the ICT FaceKit head (MIT licence) from GitHub, for --head full")
+    download.add_argument("--full-head-from", metavar="DIR", type=Path,
+                          help="the ICT FaceKit from a local ICT-FaceKit checkout (or its FaceXModel/ folder)")
     download.set_defaults(run=run_download)
 
     convert = actions.add_parser("convert", help="write safetensors copies of the networks (safe, faster)")
@@ -38,7 +50,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     convert.set_defaults(run=run_convert)
 
 
-def human_size(size: int) -> str:
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "?"
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -55,82 +69,139 @@ def file_table(paths: ModelPaths) -> list[tuple[str, str, str, str]]:
         else:
             status, size = ("missing" if file.required else "optional, absent"), "-"
         rows.append((file.name, status, size, str(path)))
+    detector = paths.detector_dir
+    rows.append((INSIGHTFACE_MODEL, "found" if any(detector.glob("det_*.onnx")) else "missing (face detection)",
+                 human_size(sum(p.stat().st_size for p in detector.glob("*.onnx"))) if detector.is_dir() else "-",
+                 str(detector)))
     return rows
 
 
-def run_check(args: argparse.Namespace) -> int:
-    paths = model_paths(args)
-    rows = [("file", "status", "size", "path"), *file_table(paths)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def folder_options(args: argparse.Namespace, paths: ModelPaths) -> str:
+    return f" --weights {paths.weights} --bfm {paths.bfm}" if args.weights or args.bfm else ""
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from uvidm_backend.model_files.manifest import changes
+
+    paths = model_paths(args)
+    print_table([("file", "status", "size", "path"), *file_table(paths)])
+    status = 0
+    changed = [(folder, change) for folder in dict.fromkeys((paths.weights, paths.bfm)) for change in changes(folder)]
+    for folder, change in changed:
+        print(f"\nchanged since download: {folder / change.name} ({change.detail})")
+    if changed:
+        print(f"{len(changed)} file(s) differ from models.json: run `uvidm weights download --force"
+              f"{folder_options(args, paths)}` to fetch them again")
+        status = 1
     missing = paths.missing()
     if missing:
-        print(f"\n{len(missing)} required file(s) missing: run `uvidm weights download`"
-              + (f" --weights {paths.weights} --bfm {paths.bfm}" if args.weights or args.bfm else ""))
+        print(f"\n{len(missing)} required file(s) missing: run `uvidm weights download{folder_options(args, paths)}`")
         return 1
-    print("\nall required model files found")
-    return 0
+    if not status:
+        print("\nall required model files found" + (" and unchanged since download" if any(
+            (folder / "models.json").is_file() for folder in (paths.weights, paths.bfm)) else ""))
+    return status
 
 
-def place_file(source: Path, target: Path) -> None:
-    """Hard-links (or copies) a downloaded file into place under a temporary name, then renames it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
-    try:
-        os.link(source, partial)
-    except OSError:
-        shutil.copyfile(source, partial)
-    partial.replace(target)
+def ask_consent(accepted: bool, text: str) -> bool:
+    print(text)
+    if accepted:
+        print("Licences accepted (--accept-licences).\n")
+        return True
+    if not sys.stdin or not sys.stdin.isatty():
+        print("Not downloading: accept these terms with --accept-licences (no terminal to ask on).")
+        return False
+    answer = input("Do you accept these terms for the files above? [y/N] ").strip().lower()
+    return answer in ("y", "yes")
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from uvidm_backend.model_files.install import install, plan_folder, plan_hub
+    from uvidm_backend.model_files.licences import licence_text
+    from uvidm_backend.model_files.sources import ModelSourceError, hub_endpoint
+    from uvidm_backend.model_files.transfer import Progress
 
     paths = model_paths(args)
-    failures = 0
-    for file in MODEL_FILES:
-        target = paths.path(file)
-        if target.is_file() or file.hub_path is None:
-            continue
-        try:
-            # The hub cache makes an interrupted download resume, and serves HF_HUB_OFFLINE=1.
-            cached = hf_hub_download(args.repo, file.hub_path, revision=args.revision)
-        except LocalEntryNotFoundError as error:
-            failures += file.required
-            print(f"{file.name}: not in the local hub cache and the hub cannot be reached ({error}). "
-                  "Check the network or unset HF_HUB_OFFLINE.")
-            continue
-        except HfHubHTTPError as error:
-            failures += file.required
-            print(f"{file.name}: download of {args.repo}/{file.hub_path} failed: {error}")
-            continue
-        place_file(Path(cached), target)
-        print(f"{file.name}: {target}")
-    if not args.skip_detector:
-        failures += not download_face_detector(paths)
-    if failures:
-        print(f"\n{failures} file(s) could not be downloaded; see above. `uvidm weights check` lists what is there.")
+    full_head = args.full_head or args.full_head_from is not None
+    try:
+        if args.source is not None:
+            plan = plan_folder(paths, args.source, detector=not args.skip_detector, force=args.force)
+            where = f"from {args.source.resolve()}"
+        else:
+            where = f"from {args.repo} at {args.revision} ({hub_endpoint()})"
+            print(f"Listing {args.repo} at {args.revision} ({hub_endpoint()}) ...", flush=True)
+            plan = plan_hub(paths, args.repo, args.revision, detector=not args.skip_detector, force=args.force)
+    except ModelSourceError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
+    if not plan.files and not full_head:
+        print(f"every model file is already in place ({paths.weights}, {paths.bfm}); `uvidm weights check` "
+              "re-verifies them")
+        return 0
+    print(f"\n{len(plan.files)} file(s) {where}, {human_size(plan.total_bytes)}"
+          + (" plus files of unknown size" if any(p.size is None for p in plan.files) else "") + ":")
+    print_table([(planned.name, human_size(planned.size), planned.path or planned.origin) for planned in plan.files])
+    print()
+    if full_head:
+        print("and the ICT FaceKit head " + (f"from {args.full_head_from}" if args.full_head_from else "from GitHub"))
+    if not ask_consent(args.accept_licences, licence_text(full_head)):
+        return 2
+    report = _install_with_bars(install, plan, paths, Progress)
+    if full_head:
+        _install_full_head(paths, args.full_head_from, report)
+    for entry in report.placed:
+        print(f"ok  {entry.name} ({human_size(entry.size)}, sha256 {entry.sha256[:12]})")
+    for name, reason in report.failures.items():
+        print(f"!!  {name}: {reason}", file=sys.stderr)
+    if report.failures:
+        print(f"\n{len(report.failures)} file(s) failed; everything else is installed. Run the command again to "
+              "resume, or `uvidm weights check` to see what is there.", file=sys.stderr)
+        return 1
+    print(f"\nmodel files installed and recorded in {paths.weights / 'models.json'}"
+          + (f" and {paths.bfm / 'models.json'}" if paths.bfm != paths.weights else ""))
     return 0
 
 
-def download_face_detector(paths: ModelPaths) -> bool:
+def _install_with_bars(install, plan, paths, progress_class):
+    from tqdm.auto import tqdm
+
+    total = tqdm(total=plan.total_bytes or None, unit="B", unit_scale=True, desc="total", position=0)
+
+    def on_change(progress) -> None:
+        total.update(progress.done_bytes - total.n)
+
     try:
-        from insightface.utils.storage import ensure_available
-    except ImportError:
-        print(f"insightface is not installed: `pip install insightface onnxruntime` to detect faces "
-              f"(it downloads {INSIGHTFACE_MODEL} itself), or give five landmarks with --landmarks")
-        return True
+        return install(plan, paths, progress_class(plan.total_bytes, on_change, show_bars=True))
+    finally:
+        total.close()
+
+
+def _install_full_head(paths: ModelPaths, source: Path | None, report) -> None:
+    """The ICT FaceKit into weights/ict_facekit, recorded in weights/models.json like every other file."""
+    from uvidm_backend.fullhead.download import ICT_COMMIT, ICT_REPOSITORY, download_full_head
+    from uvidm_backend.fullhead.files import full_head_folder
+    from uvidm_backend.fullhead.ict_files import ICTFileError
+    from uvidm_backend.model_files.manifest import entry_for, record
+
+    folder = full_head_folder(paths)
     try:
-        ensure_available("models", INSIGHTFACE_MODEL, root=str(paths.insightface_root))
-    except Exception as error:  # insightface raises plain exceptions from its downloader
-        print(f"{INSIGHTFACE_MODEL}: insightface could not download it ({error})")
-        return False
-    print(f"{INSIGHTFACE_MODEL}: {paths.insightface_root / 'models' / INSIGHTFACE_MODEL}")
-    return True
+        fetched = download_full_head(folder, source_dir=source)
+    except ICTFileError as error:
+        report.failures["ICT FaceKit"] = str(error)
+        return
+    entries = [entry_for(paths.weights, folder / item.name, source="folder" if source else "github",
+                         origin=str(source) if source else ICT_REPOSITORY,
+                         path=item.name if item.name == "LICENSE" else f"FaceXModel/{item.name}",
+                         revision=None if source else ICT_COMMIT, commit=None if source else ICT_COMMIT,
+                         sha256=item.sha256) for item in fetched]
+    record(paths.weights, entries)
+    report.placed += entries
 
 
 def run_convert(args: argparse.Namespace) -> int:

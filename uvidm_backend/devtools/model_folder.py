@@ -19,7 +19,11 @@ no bias (coefficients of a few hundredths: the fitted head stays near the mean f
 frontal), and the parsing classifier is tilted towards "skin" (label 1) so the skin mask is not
 empty. Results are meaningless; only the plumbing is real.
 
-Command line: `python -m uvidm_backend.devtools.model_folder OUT_DIR [--seed N]`.
+`write_official_release` lays the same files out as the official release folder
+(`checkpoints/`, `BFM/`, `masktopo/`, what `uvidm weights download --from` and the hub hold), plus a
+synthetic front mask and `checkpoints/ldm_config.json` (the tiny configuration is not the released one).
+
+Command line: `python -m uvidm_backend.devtools.model_folder OUT_DIR [--seed N] [--layout official]`.
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from pathlib import Path
 
 import torch
 
+from uvidm_backend.devtools.ict_fixture import write_ict_folder
 from uvidm_backend.devtools.synthetic_head import GRID_STEP_DEG, synthetic_head, write_bfm_folder
 from uvidm_backend.devtools.tiny import tiny_ldm_config
+from uvidm_backend.fullhead.files import full_head_folder
 from uvidm_backend.models.bisenet import BiSeNet
 from uvidm_backend.models.recon_net import ReconNet
 from uvidm_backend.models.stack import LatentDiffusionNetworks
-from uvidm_backend.registry import REPO_ROOT, ModelPaths
+from uvidm_backend.registry import MODEL_FILES, REPO_ROOT, ModelPaths
 
 log = logging.getLogger(__name__)
 
@@ -119,24 +125,45 @@ def write_weights(folder: Path, networks: LatentDiffusionNetworks, seed: int) ->
 
 
 def write_model_folder(root: str | Path, seed: int = 0, texture_size: int = 64, uv_tables: bool = False,
-                       uv_table_size: int = 256, head_grid_step_deg: float = GRID_STEP_DEG) -> ModelPaths:
+                       uv_table_size: int = 256, head_grid_step_deg: float = GRID_STEP_DEG,
+                       front_mask: bool = False, full_head: bool = False) -> ModelPaths:
     """Writes a complete model folder with RANDOM weights under `root` (see the module docstring).
 
     Deterministic for a seed (byte-identical files). `uv_tables=True` adds the optional
-    `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2). `head_grid_step_deg` sets the
-    synthetic head's density (`synthetic_head`). About a second on a CPU.
+    `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2); `front_mask=True` a synthetic
+    `front_mask.png` (the official mask's stand-in, `synthetic_head.write_bfm_folder`). `head_grid_step_deg`
+    sets the synthetic head's density (`synthetic_head`). `full_head=True` adds the synthetic ICT-format head
+    of `devtools.ict_fixture` in `weights/ict_facekit/` (for `--head full`). About a second on a CPU.
     """
     started = time.perf_counter()
     root = Path(root)
     paths = ModelPaths.resolve(root / "weights", root / "BFM")
     write_weights(paths.weights, random_networks(seed, texture_size), seed)
     head = synthetic_head(seed, head_grid_step_deg)
-    write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size)
+    write_bfm_folder(paths.bfm, head, uv_tables=uv_tables, uv_table_size=uv_table_size, front_mask=front_mask)
+    if full_head:
+        write_ict_folder(full_head_folder(paths), seed)
     (root / "README.txt").write_text(README.format(texture_size=texture_size, n_vertices=head.n_vertices, seed=seed,
                                                    weights=paths.weights, bfm=paths.bfm))
     log.info("random-weight model folder written to %s in %.1f s (%s)", root, time.perf_counter() - started,
              "results are meaningless")
     return paths
+
+
+def write_official_release(root: str | Path, seed: int = 0, texture_size: int = 64) -> Path:
+    """The model folder in the official release layout under `root` (see the module docstring)."""
+    root = Path(root)
+    paths = write_model_folder(root / ".flat", seed=seed, texture_size=texture_size, uv_tables=True, front_mask=True)
+    for file in MODEL_FILES:
+        source = paths.path(file)
+        if source.is_file():
+            target = root / (file.official_path or f"checkpoints/{file.name}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
+    for leftover in sorted((root / ".flat").rglob("*"), reverse=True):
+        leftover.unlink() if leftover.is_file() else leftover.rmdir()
+    (root / ".flat").rmdir()
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,13 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="folder to write (created if absent)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--texture-size", type=int, default=64, help="texture side of the tiny model (default 64)")
+    parser.add_argument("--full-head", action="store_true",
+                        help="also write a synthetic ICT-format head into weights/ict_facekit (for --head full)")
     parser.add_argument("--uv-tables", action="store_true",
                         help="also write BFM/triangle_buffer.npy and barycentric_weight.npy (256x256)")
+    parser.add_argument("--layout", choices=("ours", "official"), default="ours",
+                        help="ours: weights/ and BFM/; official: the release's checkpoints/, BFM/, masktopo/ "
+                             "(for `uvidm weights download --from`)")
     args = parser.parse_args(argv)
     if args.out_dir.resolve() in (REPO_ROOT / "weights", REPO_ROOT / "BFM", REPO_ROOT):
         parser.error(f"{args.out_dir} is where the real model files live; choose another folder")
+    if args.layout == "official":
+        write_official_release(args.out_dir, seed=args.seed, texture_size=args.texture_size)
+        print(f"{WARNING}\nofficial release layout: {args.out_dir} (use: uvidm weights download --from {args.out_dir})")
+        return 0
     paths = write_model_folder(args.out_dir, seed=args.seed, texture_size=args.texture_size,
-                               uv_tables=args.uv_tables)
+                               uv_tables=args.uv_tables, full_head=args.full_head)
     banner = "!" * 100
     # A command-line tool's own report goes to stdout, as in `uvidm weights`.
     print(f"{banner}\n{WARNING}\n{banner}")

@@ -266,14 +266,16 @@ def _model_content(head: SyntheticHead, vertices: np.ndarray, triangles: np.ndar
 
 
 def write_bfm_folder(folder: str | Path, head: SyntheticHead | None = None, *, seed: int = 0,
-                     uv_tables: bool = False, uv_table_size: int = 256) -> Path:
+                     uv_tables: bool = False, uv_table_size: int = 256, front_mask: bool = False) -> Path:
     """Writes `head` (default: `synthetic_head(seed)`) as the official BFM files; returns the folder.
 
     Index bases as the official code reads them (trap 2): the whole head's `tri` 1-based and
     `point_buf` 0-based padded with F; `example1.mat['full_triangles']` 0-based; the front model's
     `tri` and `point_buf` 1-based (padded with F + 1); `BFM_front_idx.mat['idx']` 1-based.
     `uv_tables=True` adds `triangle_buffer.npy` / `barycentric_weight.npy` (uv_table_size^2),
-    rasterised by `uvidm_backend.geometry.uv_tables`.
+    rasterised by `uvidm_backend.geometry.uv_tables`. `front_mask=True` adds a `front_mask.png`
+    (256 x 256, white inside): the ellipse inscribed in the UV box of the front vertices, a drawn
+    mask smaller than their footprint, like the official `masktopo/front.png`.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,4 +301,17 @@ def write_bfm_folder(folder: str | Path, head: SyntheticHead | None = None, *, s
         buffer, weight = uv_lookup_tables(head.uv, head.triangles, uv_table_size)
         np.save(folder / bfm_files.TRIANGLE_BUFFER_FILE, buffer.cpu().numpy().astype(np.int64))
         np.save(folder / bfm_files.BARYCENTRIC_WEIGHT_FILE, weight.cpu().numpy().astype(np.float32))
+    if front_mask:
+        _write_front_mask(folder / bfm_files.FRONT_MASK_FILE, head)
     return folder
+
+
+def _write_front_mask(path: Path, head: SyntheticHead, size: int = 256) -> None:
+    from PIL import Image
+
+    x = head.uv[head.front_idx, 0] * (size - 1)
+    y = size - 1 - head.uv[head.front_idx, 1] * (size - 1)  # process_uv's rows, from the top
+    centre, radius = np.array([x.min() + x.max(), y.min() + y.max()]) / 2, np.array([np.ptp(x), np.ptp(y)]) / 2
+    rows, cols = np.mgrid[:size, :size]
+    inside = ((cols - centre[0]) / radius[0]) ** 2 + ((rows - centre[1]) / radius[1]) ** 2 < 1
+    Image.fromarray(np.repeat((inside * 255).astype(np.uint8)[..., None], 3, axis=-1)).save(path)

@@ -38,6 +38,7 @@ __all__ = [
     "extract_lm5_from_lm68",
     "landmarks_to_crop",
     "lm5_from_insightface",
+    "lm5_from_lm68",
     "pos",
     "preprocess_image",
     "resize_crop_img",
@@ -96,6 +97,18 @@ def lm5_from_insightface(kps: np.ndarray, image_height: int) -> np.ndarray:
     if kps.shape != (5, 2):
         raise ValueError(f"expected (5, 2) insightface keypoints, got {kps.shape}")
     return ydown_to_yup(kps, image_height).astype(np.float32)
+
+
+def lm5_from_lm68(lm68_ydown: np.ndarray, image_height: int) -> np.ndarray:
+    """68 iBUG points (68, 2), y-down pixels → official five points, y-up, float32.
+
+    In the official order of operations (``DDFAInFerPaths``: the detected 68 points are turned y-up,
+    cast to float32, then ``extract_lm5_from_lm68``), so the eye centres are float32 means.
+    """
+    lm68 = np.asarray(lm68_ydown, dtype=np.float64)
+    if lm68.shape != (68, 2):
+        raise ValueError(f"expected (68, 2) landmarks, got {lm68.shape}")
+    return extract_lm5_from_lm68(ydown_to_yup(lm68, image_height).astype(np.float32))
 
 
 def pos(lm2d: np.ndarray, lm3d: np.ndarray) -> tuple[np.ndarray, float]:

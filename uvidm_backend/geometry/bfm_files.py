@@ -16,14 +16,21 @@ Files (all in one folder, `BFM/` by default; see BFM/README.md for their origin)
 - `triangle_buffer.npy` (S, S) / `barycentric_weight.npy` (S, S, 3) — optional: the official
   UV-space rasterisation of `full_triangles` (S = 256).
 
-Every index array is returned 0-based (names without suffix); the base found in the file is
-kept (`*_base`), so that `stored = array + base` gives back what the official code read.
-Problems raise `BFMFileError` naming the file, what was expected and what to do.
+- `front_mask.png` — optional: the official face-region mask of the UV map (`masktopo/front.png` of
+  the UV-IDM code).
+
+Index bases follow one rule (`INDEX_BASES`): every index array is read in the base the official
+code reads it in, and only in that base; its values must fit it (smallest index = the base or more,
+largest = the last vertex or face, plus the padding face for `point_buf`). A file that does not fit
+raises `BFMFileError` naming the file and the array, and saying whether its values would fit the
+other base (a file converted for other code) or neither. Every index array is returned 0-based
+(names without suffix); the file's base is kept (`*_base`), so that `stored = array + base` gives
+back what the official code read. Problems raise `BFMFileError` naming the file, what was expected
+and what to do.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +38,6 @@ import numpy as np
 import scipy.io
 
 from uvidm_backend.errors import UVIDMError
-
-log = logging.getLogger(__name__)
 
 FRONT_MODEL_FILE = "BFM_model_front.mat"
 FULL_MODEL_FILE = "BFM_model_front_5w.mat"
@@ -42,10 +47,20 @@ FULL_TRIANGLES_FILE = "example1.mat"
 LANDMARKS_FILE = "similarity_Lm3D_all.mat"
 TRIANGLE_BUFFER_FILE = "triangle_buffer.npy"
 BARYCENTRIC_WEIGHT_FILE = "barycentric_weight.npy"
+FRONT_MASK_FILE = "front_mask.png"
 
-# The index base each official code path assumes for `point_buf` (trap 2): visualize.py
-# subtracts 1 for the front model, Deep3dEncoder uses the whole-head buffer as stored.
-OFFICIAL_POINT_BUF_BASE = {FRONT_MODEL_FILE: 1, FULL_MODEL_FILE: 0}
+# The base in which the official code reads each index array: (file, array) -> base. `point_buf` differs
+# between the two models (trap 2): visualize.py subtracts 1 for the front model, Deep3dEncoder uses the
+# whole head's buffer as stored (with example1.mat's 0-based faces). `tri` is 1-based in both
+# (`face_buf_part = tri - 1`), `idx` 1-based (`- 1` in visualize.py), the rest 0-based.
+INDEX_BASES = {
+    (FRONT_MODEL_FILE, "tri"): 1, (FRONT_MODEL_FILE, "point_buf"): 1, (FRONT_MODEL_FILE, "keypoints"): 1,
+    (FULL_MODEL_FILE, "tri"): 1, (FULL_MODEL_FILE, "point_buf"): 0, (FULL_MODEL_FILE, "keypoints"): 1,
+    (FULL_TRIANGLES_FILE, "full_triangles"): 0, (FRONT_INDEX_FILE, "idx"): 1,
+    (TRIANGLE_BUFFER_FILE, "triangle_buffer"): 0,
+}
+# A model file under another name: the Deep3DFaceRecon layout, every index 1-based.
+DEEP3D_BASE = 1
 
 _HINT = "See BFM/README.md for where the Basel Face Model files come from and where to put them."
 
@@ -96,6 +111,7 @@ class BFMData:
     lm3d: np.ndarray | None = None  # (68, 3) mean-face landmarks (similarity_Lm3D_all.mat)
     triangle_buffer: np.ndarray | None = None  # (S, S) int64 face of full_triangles per UV pixel
     barycentric_weight: np.ndarray | None = None  # (S, S, 3) weights of that face's 3 vertices
+    front_mask: np.ndarray | None = None  # (H, W, 3) uint8: the official face-region mask (front_mask.png)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,24 +178,39 @@ def _matrix(value: np.ndarray, path: Path, key: str, rows: int | None, cols: int
     return value
 
 
-def _detect_base(indices: np.ndarray, declared: int | None) -> int:
-    """0 if the smallest index is 0, else 1 (a 1-based list never holds 0)."""
-    if declared is not None:
-        return declared
-    return 0 if indices.size and indices.min() == 0 else 1
+def index_base(path: Path, key: str) -> int:
+    """The base in which the official code reads array `key` of the file at `path` (`INDEX_BASES`)."""
+    return INDEX_BASES.get((path.name, key), DEEP3D_BASE)
+
+
+def _in_base(raw: np.ndarray, base: int, count: int, path: Path, key: str, what: str,
+             padding: bool = False) -> np.ndarray:
+    """`raw - base`, once every index fits `base`: 0..count-1 after conversion, and `count` itself
+    where `padding` (point_buf's dummy face). Anything else names the file and the array."""
+    top = count + 1 if padding else count  # exclusive bound of the 0-based values
+    indices = raw - base
+    if indices.size == 0 or (indices.min() >= 0 and indices.max() < top):
+        return indices
+    other = 1 - base
+    if raw.min() - other >= 0 and raw.max() - other < top:
+        verdict = (f"they fit {other}-based indices, but the official code reads this array {base}-based "
+                   f"(use the file of the official release)")
+    else:
+        verdict = "they fit neither 0- nor 1-based indices"
+    raise BFMFileError(path, f"'{key}' indices span {raw.min()}..{raw.max()}, expected {base}-based {what} "
+                             f"{base}..{top - 1 + base}: {verdict}")
 
 
 # ---------------------------------------------------------------------------------------------
 # one loader per file
 
 
-def load_morphable_model(path: str | Path, *, point_buf_faces: int | None = None,
-                         point_buf_base: int | None = None) -> MorphableModel:
+def load_morphable_model(path: str | Path, *, point_buf_faces: int | None = None) -> MorphableModel:
     """Reads a Deep3DFaceRecon-format `BFM_model_front*.mat` (`ParametricFaceModel.__init__`).
 
     `point_buf_faces` is the number of faces that `point_buf` refers to (default: the file's
     own `tri`; the whole-head model's buffer refers to `example1.mat['full_triangles']`).
-    `point_buf_base` forces the index base of `point_buf` (default: detected, 0 if it holds a 0).
+    Index bases by the module's rule (`index_base`).
     """
     path = Path(path)
     content = read_mat(path)
@@ -199,28 +230,20 @@ def load_morphable_model(path: str | Path, *, point_buf_faces: int | None = None
 
     tri = _matrix(_index_array(_get(content, "tri", path, layout), path, "tri"), path, "tri", None, 3,
                   "vertex indices of each triangle")
-    triangles_base = _detect_base(tri, None)
-    triangles = tri - triangles_base
-    if triangles.min(initial=0) < 0 or triangles.max(initial=0) >= n_vertices:
-        raise BFMFileError(path, f"'tri' indices span {tri.min()}..{tri.max()}, outside the "
-                                 f"{n_vertices} vertices (base {triangles_base})")
+    triangles_base = index_base(path, "tri")
+    triangles = _in_base(tri, triangles_base, n_vertices, path, "tri", "vertex indices")
 
     raw_point_buf = _index_array(_get(content, "point_buf", path, layout), path, "point_buf")
     raw_point_buf = _matrix(raw_point_buf, path, "point_buf", n_vertices, None, "faces around each vertex")
-    point_buf_base = _detect_base(raw_point_buf, point_buf_base)
-    point_buf = raw_point_buf - point_buf_base
+    point_buf_base = index_base(path, "point_buf")
     faces = triangles.shape[0] if point_buf_faces is None else point_buf_faces
-    if point_buf.min(initial=0) < 0 or point_buf.max(initial=0) > faces:
-        raise BFMFileError(path, f"'point_buf' indices span {raw_point_buf.min()}..{raw_point_buf.max()} "
-                                 f"(base {point_buf_base}), expected faces 0..{faces - 1} plus the padding "
-                                 f"value {faces}")
+    point_buf = _in_base(raw_point_buf, point_buf_base, faces, path, "point_buf",
+                         f"face indices (the last one the padding face) of {faces} faces", padding=True)
 
     keypoints = None
     if "keypoints" in content:
         raw = _vector(_index_array(np.asarray(content["keypoints"]), path, "keypoints"), path, "keypoints")
-        keypoints = raw - 1  # Deep3DFaceRecon stores them 1-based
-        if keypoints.min(initial=0) < 0 or keypoints.max(initial=0) >= n_vertices:
-            raise BFMFileError(path, f"'keypoints' span {raw.min()}..{raw.max()}, expected 1..{n_vertices}")
+        keypoints = _in_base(raw, index_base(path, "keypoints"), n_vertices, path, "keypoints", "vertex indices")
 
     return MorphableModel(path=path, mean_shape=mean_shape, mean_tex=mean_tex, id_base=bases["idBase"],
                           exp_base=bases["exBase"], tex_base=bases["texBase"], triangles=triangles,
@@ -234,10 +257,9 @@ def load_full_triangles(path: str | Path, n_vertices: int | None = None) -> np.n
     tri = _index_array(_get(read_mat(path), "full_triangles", path, "key 'full_triangles' (F, 3), 0-based"),
                        path, "full_triangles")
     tri = _matrix(tri, path, "full_triangles", None, 3, "vertex indices of each triangle")
-    if tri.min(initial=0) < 0 or (n_vertices is not None and tri.max(initial=0) >= n_vertices):
-        raise BFMFileError(path, f"'full_triangles' indices span {tri.min()}..{tri.max()}, expected 0-based "
-                                 f"indices below {n_vertices} (the whole-head model's vertex count)")
-    return tri
+    count = int(tri.max(initial=0)) + 1 if n_vertices is None else n_vertices
+    return _in_base(tri, index_base(path, "full_triangles"), count, path, "full_triangles",
+                    "vertex indices of the whole-head model")
 
 
 def load_front_idx(path: str | Path, n_vertices: int | None = None, length: int | None = None) -> np.ndarray:
@@ -245,10 +267,8 @@ def load_front_idx(path: str | Path, n_vertices: int | None = None, length: int 
     path = Path(path)
     raw = _index_array(_get(read_mat(path), "idx", path, "key 'idx', 1-based vertex indices"), path, "idx")
     raw = _vector(raw, path, "idx", length)
-    if raw.min(initial=1) < 1 or (n_vertices is not None and raw.max(initial=1) > n_vertices):
-        raise BFMFileError(path, f"'idx' spans {raw.min()}..{raw.max()}, expected 1-based indices "
-                                 f"1..{n_vertices} into the whole-head model")
-    return raw - 1
+    count = int(raw.max(initial=0)) if n_vertices is None else n_vertices
+    return _in_base(raw, index_base(path, "idx"), count, path, "idx", "vertex indices into the whole-head model")
 
 
 def load_uv(path: str | Path, n_vertices: int | None = None) -> np.ndarray:
@@ -288,22 +308,27 @@ def load_uv_raster(triangle_buffer_path: str | Path, barycentric_weight_path: st
     if weight.shape != (*buffer.shape, 3):
         raise BFMFileError(weight_path, f"shape {weight.shape}, expected {(*buffer.shape, 3)} "
                                         f"(matching {buffer_path.name})")
-    if buffer.min(initial=0) < 0 or (n_triangles is not None and buffer.max(initial=0) >= n_triangles):
-        raise BFMFileError(buffer_path, f"face indices span {buffer.min()}..{buffer.max()}, expected "
-                                        f"0..{n_triangles - 1} (faces of full_triangles)")
+    count = int(buffer.max(initial=0)) + 1 if n_triangles is None else n_triangles
+    buffer = _in_base(buffer, index_base(buffer_path, "triangle_buffer"), count, buffer_path, "triangle_buffer",
+                      "face indices of full_triangles")
     return buffer, weight
+
+
+def load_front_mask(path: str | Path) -> np.ndarray:
+    """`front_mask.png` (the official `masktopo/front.png`) as an (H, W, 3) uint8 RGB array."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    _require_file(path)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise BFMFileError(path, f"not a readable image ({error}); download it again") from error
 
 
 # ---------------------------------------------------------------------------------------------
 # the whole folder
-
-
-def _check_official_base(model: MorphableModel) -> None:
-    official = OFFICIAL_POINT_BUF_BASE.get(model.path.name)
-    if official is not None and official != model.point_buf_base:
-        log.warning("%s: point_buf is %d-based, the official code reads it as %d-based; using the base "
-                    "found in the file (the official code would index the wrong faces)",
-                    model.path, model.point_buf_base, official)
 
 
 def load_bfm(folder: str | Path, *, front_model: bool = True, landmarks: bool = True) -> BFMData:
@@ -311,22 +336,19 @@ def load_bfm(folder: str | Path, *, front_model: bool = True, landmarks: bool = 
 
     `front_model=False` / `landmarks=False` skip `BFM_model_front.mat` (and make
     `BFM_front_idx.mat` optional) / `similarity_Lm3D_all.mat`, for callers that do not need them
-    (the condition stage needs neither). The UV raster files are optional (both or neither).
+    (the condition stage needs neither). The UV raster files are optional (both or neither), and so is
+    `front_mask.png`.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise BFMFileError(folder, "BFM folder not found")
     full_triangles = load_full_triangles(folder / FULL_TRIANGLES_FILE)
     full = load_morphable_model(folder / FULL_MODEL_FILE, point_buf_faces=full_triangles.shape[0])
-    _check_official_base(full)
-    if full_triangles.max(initial=0) >= full.n_vertices:
-        raise BFMFileError(folder / FULL_TRIANGLES_FILE,
-                           f"'full_triangles' index {full_triangles.max()} is outside the {full.n_vertices} "
-                           f"vertices of {FULL_MODEL_FILE}")
+    # Read again against the model's vertex count: a small file, and the range check names it.
+    full_triangles = load_full_triangles(folder / FULL_TRIANGLES_FILE, full.n_vertices)
     front = None
     if front_model:
         front = load_morphable_model(folder / FRONT_MODEL_FILE)
-        _check_official_base(front)
     front_idx = None
     if front is not None or (folder / FRONT_INDEX_FILE).is_file():
         front_idx = load_front_idx(folder / FRONT_INDEX_FILE, full.n_vertices,
@@ -338,5 +360,7 @@ def load_bfm(folder: str | Path, *, front_model: bool = True, landmarks: bool = 
     triangle_buffer = barycentric_weight = None
     if buffer_path.is_file() or weight_path.is_file():
         triangle_buffer, barycentric_weight = load_uv_raster(buffer_path, weight_path, full_triangles.shape[0])
+    front_mask = load_front_mask(folder / FRONT_MASK_FILE) if (folder / FRONT_MASK_FILE).is_file() else None
     return BFMData(full=full, full_triangles=full_triangles, uv=uv, front=front, front_idx=front_idx,
-                   lm3d=lm3d, triangle_buffer=triangle_buffer, barycentric_weight=barycentric_weight)
+                   lm3d=lm3d, triangle_buffer=triangle_buffer, barycentric_weight=barycentric_weight,
+                   front_mask=front_mask)

@@ -34,6 +34,20 @@ def process_uv(uv: ArrayLike, height: int = 256, width: int = 256) -> np.ndarray
     return np.hstack((uv[:, :2], np.zeros((uv.shape[0], 1))))
 
 
+def resize_uv_map(uv_map: Tensor, size: int) -> Tensor:
+    """(B, C, S, S) UV map -> (B, C, size, size) bicubic, registered to the UV tables of both sizes.
+
+    Texel c of an S-texel map holds u = c / (S - 1) (`process_uv`): the first and last texel
+    centres sit on u = 0 and u = 1 at every size, so the resize maps corner centres onto corner
+    centres (`align_corners=True`). The default half-texel convention would shift the map by up
+    to (N/S - 1) / 2 output texels at the borders (1.5 px at 256 -> 1024). Values may overshoot
+    the input's range a little (bicubic); the caller clamps.
+    """
+    if uv_map.shape[-2:] == (size, size):
+        return uv_map
+    return F.interpolate(uv_map, (size, size), mode="bicubic", align_corners=True)
+
+
 def uv2vertices(uv_map: Tensor, uv_pixels: Tensor | ArrayLike, fix_border: bool = False) -> Tensor:
     """Bilinear lookup of a (B, C, H, W) map at (N, >=2) pixel coordinates -> (B, N, C).
 

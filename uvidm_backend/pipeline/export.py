@@ -290,3 +290,231 @@ def write_obj(
     write_bytes(body, obj_path)
     log.debug("OBJ: %d vertices, %d faces -> %s", len(mesh.vertices), len(mesh.faces), obj_path)
     return obj_path, mtl_path
+
+
+# -- heads of several materials with morph targets (the full head) ------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Material:
+    """A PBR material: a base colour texture (H, W, 3) uint8 or a plain colour (RGBA in 0..1, linear)."""
+
+    name: str
+    base_color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    texture: np.ndarray | None = None
+    roughness: float = ROUGHNESS
+    blend: bool = False  # alpha-blended (lashes); otherwise opaque
+    double_sided: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class MeshPart:
+    """One material's share of a mesh: its own vertices (metres), normals, UVs (v up) and triangles;
+    `targets` (E, N, 3) are the morph targets' position offsets in metres."""
+
+    material: int
+    vertices: np.ndarray
+    normals: np.ndarray
+    uv: np.ndarray
+    faces: np.ndarray
+    targets: np.ndarray
+
+    def __post_init__(self) -> None:
+        vertices = _frozen(self.vertices, np.float32, "vertices", (None, 3))
+        count = len(vertices)
+        object.__setattr__(self, "vertices", vertices)
+        object.__setattr__(self, "normals", _frozen(self.normals, np.float32, "normals", (count, 3)))
+        object.__setattr__(self, "uv", _frozen(self.uv, np.float32, "uv", (count, 2)))
+        faces = _frozen(self.faces, np.int64, "faces", (None, 3))
+        if len(faces) == 0 or faces.min() < 0 or faces.max() >= count:
+            raise ValueError(f"a part needs faces with indices in [0, {count - 1}]")
+        object.__setattr__(self, "faces", faces)
+        object.__setattr__(self, "targets", _frozen(self.targets, np.float32, "targets", (None, count, 3)))
+
+    def unit_normals(self) -> np.ndarray:
+        length = np.linalg.norm(self.normals.astype(np.float64), axis=1, keepdims=True)
+        return (self.normals / np.where(length > 0.0, length, 1.0)).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class MorphedMesh:
+    """A mesh of several parts (one material each) sharing named morph targets and their weights."""
+
+    name: str
+    parts: tuple[MeshPart, ...]
+    materials: tuple[Material, ...]
+    target_names: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ValueError("a mesh needs at least one part")
+        for part in self.parts:
+            if len(part.targets) != len(self.target_names):
+                raise ValueError(f"each part needs {len(self.target_names)} morph targets (got {len(part.targets)})")
+            if not 0 <= part.material < len(self.materials):
+                raise ValueError(f"part material {part.material} is not one of the {len(self.materials)} materials")
+        if self.weights and len(self.weights) != len(self.target_names):
+            raise ValueError("one weight per morph target")
+
+    def posed_vertices(self, part: MeshPart) -> np.ndarray:
+        """The part's vertices with the morph targets applied at `weights`."""
+        if not self.weights:
+            return part.vertices
+        return (part.vertices + np.einsum("e,enc->nc", np.asarray(self.weights, np.float32), part.targets)
+                ).astype(np.float32)
+
+
+GLTF_UINT16 = 5123
+SPARSE_SHARE = 0.75  # a target with fewer moving vertices than this share is stored sparse (smaller)
+
+
+class _GLBWriter:
+    """Buffer views and accessors of one binary glTF, appended as they come."""
+
+    def __init__(self):
+        self.blob = bytearray()
+        self.views: list[dict] = []
+        self.accessors: list[dict] = []
+
+    def view(self, raw: bytes, target: int | None = None) -> int:
+        view = {"buffer": 0, "byteOffset": len(self.blob), "byteLength": len(raw)}
+        if target is not None:
+            view["target"] = target
+        self.views.append(view)
+        self.blob += raw + b"\0" * (-len(raw) % 4)
+        return len(self.views) - 1
+
+    def accessor(self, data: np.ndarray, kind: str, target: int | None, bounds: bool = False) -> int:
+        component = GLTF_UINT32 if data.dtype.kind in "iu" else GLTF_FLOAT
+        data = np.ascontiguousarray(data, np.uint32 if component == GLTF_UINT32 else np.float32)
+        accessor = {"bufferView": self.view(data.astype("<" + data.dtype.str[1:]).tobytes(), target),
+                    "componentType": component, "type": kind, "count": int(data.shape[0])}
+        if bounds:
+            accessor["min"], accessor["max"] = data.min(axis=0).tolist(), data.max(axis=0).tolist()
+        self.accessors.append(accessor)
+        return len(self.accessors) - 1
+
+    def target(self, offsets: np.ndarray) -> int:
+        """A morph target's POSITION offsets: sparse when few vertices move, no data at all when none do."""
+        offsets = np.ascontiguousarray(offsets, np.float32)
+        moving = np.flatnonzero(np.any(offsets != 0.0, axis=1))
+        accessor = {"componentType": GLTF_FLOAT, "type": "VEC3", "count": int(len(offsets)),
+                    "min": offsets.min(axis=0).tolist(), "max": offsets.max(axis=0).tolist()}
+        if len(moving) == 0:
+            pass  # an accessor without a buffer view reads as zeros
+        elif len(moving) < SPARSE_SHARE * len(offsets):
+            small = len(offsets) <= 65535
+            indices = moving.astype("<u2" if small else "<u4")
+            accessor["sparse"] = {
+                "count": int(len(moving)),
+                "indices": {"bufferView": self.view(indices.tobytes()),
+                            "componentType": GLTF_UINT16 if small else GLTF_UINT32},
+                "values": {"bufferView": self.view(offsets[moving].astype("<f4").tobytes())}}
+        else:
+            accessor["bufferView"] = self.view(offsets.astype("<f4").tobytes(), GLTF_ARRAY_BUFFER)
+        self.accessors.append(accessor)
+        return len(self.accessors) - 1
+
+
+def morphed_glb_bytes(mesh: MorphedMesh, pngs: dict[int, bytes] | None = None) -> bytes:
+    """Binary glTF 2.0: one node and mesh, a primitive per part, morph targets named in `mesh.extras.targetNames`
+    (the convention of Blender, three.js and Babylon), `mesh.weights` the targets' default weights.
+    `pngs`: textures already encoded, by material index."""
+    pngs = pngs or {}
+    writer = _GLBWriter()
+    primitives = []
+    for part in mesh.parts:
+        uv = np.column_stack([part.uv[:, 0], 1.0 - part.uv[:, 1]])
+        primitive = {
+            "attributes": {"POSITION": writer.accessor(part.vertices, "VEC3", GLTF_ARRAY_BUFFER, bounds=True),
+                           "NORMAL": writer.accessor(part.unit_normals(), "VEC3", GLTF_ARRAY_BUFFER)},
+            "indices": writer.accessor(part.faces.reshape(-1), "SCALAR", GLTF_ELEMENT_ARRAY_BUFFER),
+            "material": part.material, "mode": 4}
+        if mesh.materials[part.material].texture is not None:  # UVs only where a texture reads them
+            primitive["attributes"]["TEXCOORD_0"] = writer.accessor(uv, "VEC2", GLTF_ARRAY_BUFFER)
+        if mesh.target_names:
+            primitive["targets"] = [{"POSITION": writer.target(offsets)} for offsets in part.targets]
+        primitives.append(primitive)
+    materials, textures, images = [], [], []
+    for index, material in enumerate(mesh.materials):
+        pbr: dict = {"metallicFactor": float(METALLIC), "roughnessFactor": float(material.roughness)}
+        if material.texture is not None:
+            png = pngs.get(index) or encode_png(material.texture)
+            images.append({"bufferView": writer.view(png), "mimeType": "image/png"})
+            textures.append({"source": len(images) - 1, "sampler": 0})
+            pbr["baseColorTexture"] = {"index": len(textures) - 1, "texCoord": 0}
+        if tuple(material.base_color) != (1.0, 1.0, 1.0, 1.0):
+            pbr["baseColorFactor"] = [float(c) for c in material.base_color]
+        entry = {"name": material.name, "doubleSided": material.double_sided, "pbrMetallicRoughness": pbr}
+        if material.blend:
+            entry["alphaMode"] = "BLEND"
+        materials.append(entry)
+    gltf_mesh: dict = {"name": mesh.name, "primitives": primitives}
+    if mesh.target_names:
+        gltf_mesh["extras"] = {"targetNames": list(mesh.target_names)}
+        gltf_mesh["weights"] = [float(w) for w in (mesh.weights or [0.0] * len(mesh.target_names))]
+    tree = {
+        "asset": {"version": "2.0", "generator": "uvidm"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": mesh.name, "mesh": 0}],
+        "meshes": [gltf_mesh],
+        "materials": materials,
+        "accessors": writer.accessors,
+        "bufferViews": writer.views,
+        "buffers": [{"byteLength": len(writer.blob)}],
+    }
+    if textures:
+        tree.update(textures=textures, images=images,
+                    samplers=[{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}])
+    text = json.dumps(tree, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    total = 12 + 8 + len(text) + 8 + len(writer.blob)
+    return b"".join([struct.pack("<4sII", b"glTF", 2, total), struct.pack("<I4s", len(text), b"JSON"), text,
+                     struct.pack("<I4s", len(writer.blob), b"BIN\0"), bytes(writer.blob)])
+
+
+def write_morphed_glb(mesh: MorphedMesh, path: str | os.PathLike[str]) -> Path:
+    return write_bytes(morphed_glb_bytes(mesh), path)
+
+
+def texture_file_name(material: Material) -> str:
+    """The PNG of a textured material beside the OBJ (material names carry the head's name)."""
+    return f"{_obj_token(material.name)}.png"
+
+
+def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_name: str, *,
+                      write_textures: bool = True) -> tuple[Path, Path]:
+    """Wavefront OBJ + MTL of the posed mesh (morph targets applied at their weights: OBJ has no shape keys),
+    a `usemtl` group per part; each textured material's PNG is written beside them
+    (`<material name>.png`; `write_textures=False`: the caller writes them). Returns the OBJ and MTL paths."""
+    obj_path = Path(obj_path)
+    mtl_name = _relative_reference(mtl_name, "mtl_name", allow_folders=False)
+    lines = ["# UV-IDM for Blender"]
+    for material in mesh.materials:
+        r, g, b, alpha = material.base_color
+        lines += [f"newmtl {_obj_token(material.name)}", "Ka 0 0 0", f"Kd {r:g} {g:g} {b:g}",
+                  f"Ks {SPECULAR_COLOR:g} {SPECULAR_COLOR:g} {SPECULAR_COLOR:g}",
+                  f"Ns {(1.0 - material.roughness) ** 2 * 1000.0:g}", "Ni 1.45", f"d {alpha:g}", "illum 2",
+                  f"Pr {material.roughness:g}", f"Pm {METALLIC:g}"]
+        if material.texture is not None:
+            lines.append(f"map_Kd {texture_file_name(material)}")
+    mtl = ("\n".join(lines) + "\n").encode()
+    body = [f"# UV-IDM for Blender: metres, +Y up, face towards +Z\nmtllib {mtl_name}\no {_obj_token(mesh.name)}\n"
+            .encode()]
+    offset = 1
+    for part in mesh.parts:
+        corners = np.repeat(part.faces + offset, 3, axis=1)
+        body += [_rows(mesh.posed_vertices(part), f"v {_FLOAT} {_FLOAT} {_FLOAT}"),
+                 _rows(part.uv, f"vt {_FLOAT} {_FLOAT}"), _rows(part.unit_normals(), f"vn {_FLOAT} {_FLOAT} {_FLOAT}"),
+                 f"usemtl {_obj_token(mesh.materials[part.material].name)}\ns off\n".encode(),
+                 _rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d")]
+        offset += len(part.vertices)
+    mtl_path = obj_path.parent / mtl_name
+    for material in mesh.materials if write_textures else ():
+        if material.texture is not None:
+            write_png(material.texture, obj_path.parent / texture_file_name(material))
+    write_bytes(mtl, mtl_path)
+    write_bytes(b"".join(body), obj_path)
+    return obj_path, mtl_path

@@ -1,14 +1,18 @@
-"""Finding the face: insightface detection, or five points the user gives, and the choice of one face.
+"""Finding the face: insightface detection, or points the user gives, and the choice of one face.
 
-The official preprocessing runs insightface ``FaceAnalysis`` (``buffalo_l``) on the photo and keeps
-the five ``kps`` of a face, which ``geometry.align`` then turns into the 224 crop of Deep3DFaceRecon.
-We keep that detector and its points unchanged, and add what a tool needs around it: faces numbered
-left to right, the largest one by default, user-given points instead of detection, and errors that
-say what to do (no face, face too small, detector not installed).
+The official preprocessing aligns a face by five points taken from its 68 iBUG landmarks
+(``geometry.align.extract_lm5_from_lm68``: the means of each eye's two corners, the nose tip and
+the mouth corners). We detect faces with insightface's ``FaceAnalysis`` (``buffalo_l``): SCRFD
+(``det_10g.onnx``) finds the faces and ``1k3d68.onnx`` gives each its 68 points, from which the
+five follow as the official code takes them. Only when the 68-point model is missing are the
+detector's own five key points (pupils, nose, mouth corners) used, with a warning. Around that:
+faces numbered left to right, the largest one by default, user-given points (5 or 68) instead of
+detection, and errors that say what to do (no face, face too small, detector not installed).
 
-Points everywhere here are five (x, y) pixels of the upright photo, **y down** (rows), in the
-insightface / ArcFace order: image-left eye, image-right eye, nose tip, image-left mouth corner,
-image-right mouth corner. ``geometry.align.lm5_from_insightface`` converts them to the official y-up.
+Points everywhere here are (x, y) pixels of the upright photo, **y down** (rows). Five points are in
+the insightface / ArcFace order: image-left eye, image-right eye, nose tip, image-left mouth
+corner, image-right mouth corner (the order ``extract_lm5_from_lm68`` returns); 68 points in the
+iBUG-300W order. ``DetectedFace.official_lm5`` converts them to the official y-up five points.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from uvidm_backend.geometry.align import (
+    LM68_TO_LM5_IDS,
+    extract_lm5_from_lm68,
+    lm5_from_insightface,
+    lm5_from_lm68,
+)
 from uvidm_backend.pipeline.errors import InputError, ModelFilesMissing
 from uvidm_backend.pipeline.images import Photo
 from uvidm_backend.registry import INSIGHTFACE_MODEL
@@ -38,7 +48,9 @@ __all__ = [
     "DetectedFace",
     "FaceDetector",
     "FaceDetectorMissing",
+    "LANDMARKS_SOURCES",
     "check_face_size",
+    "check_landmarks",
     "face_from_landmarks",
     "faces_from_landmarks_file",
     "min_detectable_width",
@@ -61,7 +73,13 @@ _TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366]
                       [41.5493, 92.3655], [70.7299, 92.2041]])
 _TEMPLATE_BOX = (8.0, 8.0, 104.0, 120.0)
 _POINT_NAMES = "image-left eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner"
-_POINT_KEYS = ("lm5", "kps", "landmarks", "points", "lm68")
+# Keys of a face in a landmarks file, in order of preference: 68 points are the official input.
+_POINT_KEYS = ("lm68", "lm5", "kps", "landmarks", "points")
+_IBUG_ORDER = "iBUG-300W order (jaw 1-17, brows 18-27, nose 28-36, eyes 37-48, mouth 49-68, counted from 1)"
+# What the five points of a face were made from (result.json's face.landmarks_source).
+LANDMARKS_SOURCES = ("lm68", "lm5", "given-lm68", "given-lm5")
+LANDMARK_MODEL_FILE = "1k3d68.onnx"  # buffalo_l's 68-point model
+LANDMARK_TASK = "landmark_3d_68"  # insightface's task name for it
 
 
 class FaceDetectorMissing(ModelFilesMissing):
@@ -74,22 +92,52 @@ class FaceDetectorMissing(ModelFilesMissing):
 
 @dataclass(frozen=True, eq=False)
 class DetectedFace:
-    """One face of a photo: box (x0, y0, x1, y1) and five points (5, 2), pixels, y down; score in [0, 1].
+    """One face of a photo: box (x0, y0, x1, y1), five points (5, 2) and, when known, its 68 iBUG points
+    `lm68` (68, 2); pixels, y down; score in [0, 1].
 
-    ``source`` is "detector" or "landmarks" (user-given points, score 1, box estimated from them).
+    With `lm68`, `points` are ``extract_lm5_from_lm68(lm68)`` (give no `points`). ``source`` is
+    "detector" or "landmarks" (user-given points, score 1, box estimated from them).
     """
 
     box: tuple[float, float, float, float]
-    points: np.ndarray
-    score: float
+    points: np.ndarray | None = None
+    score: float = 1.0
     source: str = "detector"
+    lm68: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        points = np.array(self.points, dtype=np.float64).reshape(5, 2)
-        points.flags.writeable = False
-        object.__setattr__(self, "points", points)
+        if self.lm68 is not None:
+            if self.points is not None:
+                raise ValueError("give a face's 68 points or its five points, not both")
+            lm68 = _frozen(self.lm68, 68)
+            object.__setattr__(self, "lm68", lm68)
+            object.__setattr__(self, "points", _frozen(extract_lm5_from_lm68(lm68), 5))
+        elif self.points is None:
+            raise ValueError("a face needs its five points or its 68 points")
+        else:
+            object.__setattr__(self, "points", _frozen(self.points, 5))
         object.__setattr__(self, "box", tuple(float(v) for v in self.box))
         object.__setattr__(self, "score", float(self.score))
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """The points the face was given or detected with: its 68 when known, else its five."""
+        return self.lm68 if self.lm68 is not None else self.points
+
+    @property
+    def landmarks_source(self) -> str:
+        """One of `LANDMARKS_SOURCES`: "lm68" / "lm5" detected, "given-lm68" / "given-lm5" given."""
+        kind = "lm68" if self.lm68 is not None else "lm5"
+        return f"given-{kind}" if self.source == "landmarks" else kind
+
+    def official_lm5(self, image_height: int) -> np.ndarray:
+        """The five points the official alignment takes (5, 2): y-up, float32, official order.
+
+        From 68 points as the official code does it: y flipped, float32, then ``extract_lm5_from_lm68``.
+        """
+        if self.lm68 is not None:
+            return lm5_from_lm68(self.lm68, image_height)
+        return lm5_from_insightface(self.points, image_height)
 
     @property
     def width(self) -> float:
@@ -113,6 +161,12 @@ class DetectedFace:
         eyes = self.points[:2].mean(0)
         mouth = self.points[3:].mean(0)
         return max(self.eye_distance, float(np.linalg.norm(mouth - eyes)))
+
+
+def _frozen(points: Any, count: int) -> np.ndarray:
+    points = np.array(points, dtype=np.float64).reshape(count, 2)
+    points.flags.writeable = False
+    return points
 
 
 def sort_left_to_right(faces: Sequence[DetectedFace]) -> list[DetectedFace]:
@@ -162,53 +216,100 @@ def check_face_size(face: DetectedFace, label: str = "the photo") -> None:
 
 
 def face_from_landmarks(points: Any, photo: Photo | None = None, *, what: str = "the landmarks") -> DetectedFace:
-    """A `DetectedFace` from five user-given points (x, y pixels, y down, insightface order).
+    """A `DetectedFace` from user-given points: five (insightface order) or 68 (iBUG order), x, y pixels, y down.
 
-    The box is ArcFace's template face box carried onto the points by a least-squares similarity,
-    so it grows with the face and follows its position like a detector's box (not its rotation).
-    Checks the points are finite, distinct, in the photo and not in mirrored order.
+    The points are checked by `check_landmarks`. The box is ArcFace's template face box carried onto
+    the five points by a least-squares similarity, so it grows with the face and follows its position
+    like a detector's box (not its rotation).
     """
-    try:
-        points = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be five (x, y) numbers: {_POINT_NAMES}") from None
-    if points.shape != (5, 2):
-        raise InputError(f"{what} must be five (x, y) points ({_POINT_NAMES}), got an array of shape {points.shape}")
-    if not np.isfinite(points).all():
-        raise InputError(f"{what} contain values that are not finite numbers")
-    eyes = points[1] - points[0]
-    down = points[3:].mean(0) - points[:2].mean(0)
-    if np.linalg.norm(eyes) < 1.0 or np.linalg.norm(down) < 1.0:
-        raise InputError(f"{what} put both eyes, or the eyes and the mouth, on the same spot: give the five points "
-                         f"{_POINT_NAMES}")
-    _check_order(points, what)
-    if photo is not None:
-        low = points.min(0)
-        high = points.max(0)
-        if low[0] < 0 or low[1] < 0 or high[0] > photo.width or high[1] > photo.height:
-            raise InputError(f"{what} lie outside {photo.label} ({photo.width}x{photo.height} pixels): give them in "
-                             "pixels of this photo as it is shown (after its EXIF rotation), y counted down from "
-                             "the top")
-    scale, rotation, shift = _similarity(_TEMPLATE, points)
+    points = check_landmarks(points, photo, what=what)
+    lm68 = points if len(points) == 68 else None
+    five = extract_lm5_from_lm68(points) if lm68 is not None else points
+    scale, rotation, shift = _similarity(_TEMPLATE, five)
     x0, y0, x1, y1 = _TEMPLATE_BOX
     cx, cy = scale * (rotation @ np.array([(x0 + x1) / 2, (y0 + y1) / 2])) + shift
     half_w, half_h = scale * (x1 - x0) / 2, scale * (y1 - y0) / 2
-    return DetectedFace(box=(cx - half_w, cy - half_h, cx + half_w, cy + half_h), points=points, score=1.0,
-                        source="landmarks")
+    box = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+    if lm68 is not None:
+        return DetectedFace(box=box, lm68=lm68, score=1.0, source="landmarks")
+    return DetectedFace(box=box, points=five, score=1.0, source="landmarks")
 
 
-def _check_order(points: np.ndarray, what: str) -> None:
+def check_landmarks(points: Any, photo: Photo | tuple[int, int] | None = None, *,
+                    what: str = "the landmarks") -> np.ndarray:
+    """The points as a (5, 2) or (68, 2) float64 array, once they are fit to align a face; else `InputError`.
+
+    Five points in the insightface order or 68 in the iBUG-300W order, x, y pixels, y down. Checked:
+    finite numbers; eyes and mouth apart and not on one line; not mirrored (left and right swapped,
+    or y counted up); 68 points in the iBUG order (brows above the eyes, nose between eyes and mouth,
+    chin below the mouth, jaw from the image-left side); and, given the photo (a `Photo` or its
+    (width, height)), the points the alignment uses inside it (the five, or the seven of the 68 that
+    give them; a jaw cut off by the frame is fine).
+    """
+    try:
+        points = np.array(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be five or 68 (x, y) numbers: {_POINT_NAMES}, or 68 points in the "
+                         f"{_IBUG_ORDER}") from None
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) not in (5, 68):
+        raise InputError(f"{what} must be five (x, y) points ({_POINT_NAMES}) or 68 in the {_IBUG_ORDER}, got an "
+                         f"array of shape {points.shape}")
+    if not np.isfinite(points).all():
+        raise InputError(f"{what} contain values that are not finite numbers")
+    five = extract_lm5_from_lm68(points) if len(points) == 68 else points
+    eyes = five[1] - five[0]
+    down = five[3:].mean(0) - five[:2].mean(0)
+    if np.linalg.norm(eyes) < 1.0 or np.linalg.norm(down) < 1.0:
+        raise InputError(f"{what} put both eyes, or the eyes and the mouth, on the same spot: give the five points "
+                         f"{_POINT_NAMES}")
+    if len(points) == 68:  # first: another order would make the five points look mirrored or flat
+        _check_ibug_order(points, what)
+    _check_order(five, what, f"in the {_IBUG_ORDER}" if len(points) == 68 else f"in the order {_POINT_NAMES}")
+    if photo is not None:
+        width, height, label = ((photo.width, photo.height, photo.label) if isinstance(photo, Photo)
+                                else (*photo, "the photo"))
+        used = points[np.asarray(LM68_TO_LM5_IDS) - 1] if len(points) == 68 else points
+        low, high = used.min(0), used.max(0)
+        if low[0] < 0 or low[1] < 0 or high[0] > width or high[1] > height:
+            raise InputError(f"{what} lie outside {label} ({width}x{height} pixels): give them in "
+                             "pixels of this photo as it is shown (after its EXIF rotation), y counted down from "
+                             "the top")
+    return points
+
+
+def _check_order(points: np.ndarray, what: str, order: str = f"in the order {_POINT_NAMES}") -> None:
     """Mirrored orders (eyes or mouth corners swapped, or y counted up) would fit a mirrored head."""
     eyes = points[1] - points[0]
     mouth = points[4] - points[3]
     down = points[3:].mean(0) - points[:2].mean(0)
-    hint = f"give them in the order {_POINT_NAMES}, with y counted down from the top of the photo"
+    hint = f"give them {order}, with y counted down from the top of the photo"
     # In y-down pixels the eye vector turns clockwise onto the eyes-to-mouth vector: a positive cross product.
     sine = (eyes[0] * down[1] - eyes[1] * down[0]) / (np.linalg.norm(eyes) * np.linalg.norm(down))
     if sine < -0.5:
         raise InputError(f"{what} look mirrored (left and right swapped, or y counted up): {hint}")
+    if sine < 0.25:  # the mouth beside the eyes, not below them: no face has that
+        raise InputError(f"{what} put the eyes and the mouth on one line: {hint}")
     if np.linalg.norm(mouth) >= 1.0 and np.dot(eyes, mouth) / (np.linalg.norm(eyes) * np.linalg.norm(mouth)) < -0.5:
         raise InputError(f"{what} have the mouth corners in the opposite order of the eyes: {hint}")
+
+
+def _check_ibug_order(lm68: np.ndarray, what: str) -> None:
+    """68 points in another order (another landmark scheme) would give wrong eyes, nose and mouth."""
+    five = extract_lm5_from_lm68(lm68)
+    eyes_centre, mouth_centre = five[:2].mean(0), five[3:].mean(0)
+    down = mouth_centre - eyes_centre
+    across = five[1] - five[0]
+
+    def depth(point: np.ndarray) -> float:  # along eyes -> mouth: 0 at the eyes, 1 at the mouth
+        return float(np.dot(point - eyes_centre, down) / np.dot(down, down))
+
+    fits = (depth(lm68[17:27].mean(0)) < 0  # brows above the eyes
+            and 0 < depth(lm68[30]) < 1  # nose tip between eyes and mouth
+            and depth(lm68[8]) > 1  # chin below the mouth
+            and np.dot(lm68[16] - lm68[0], across) > 0)  # jaw from the image-left side to the right
+    if not fits:
+        raise InputError(f"{what} are not 68 points in the {_IBUG_ORDER}: brows, nose tip, chin or jaw are not "
+                         "where that order puts them")
 
 
 def _similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -224,13 +325,14 @@ def _similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarr
 
 
 def read_landmarks_file(path: str | Path, image_name: str | None = None) -> list[np.ndarray]:
-    """Five-point sets (each (5, 2), pixels, y down) from a landmarks file, one per face, in file order.
+    """Point sets from a landmarks file, one per face, in file order: each (5, 2) or (68, 2), pixels, y down.
 
-    Accepted: JSON with a list of 5 (or 68) [x, y]; {"lm5": [...]} (also "kps", "landmarks",
-    "points", or "lm68"); {"faces": [...]} or a list of such faces; the fixtures layout
-    {image name: {"size": ..., "faces": [...]}}, where `image_name` picks the entry (needed when
-    there are several). Plain text: 5 (or 68) lines "x y" (commas or tabs also separate; # comments).
-    68 points (iBUG order) are reduced as the official ``extract_lm5_from_lm68``.
+    Accepted: JSON with a list of 5 or 68 [x, y]; {"lm68": [...]} or {"lm5": [...]} (also "kps",
+    "landmarks", "points"; a face with both "lm68" and "lm5" gives its 68); {"faces": [...]} or a
+    list of such faces; the fixtures layout {image name: {"size": ..., "faces": [...]}}, where
+    `image_name` picks the entry (needed when there are several). Plain text: 5 or 68 lines "x y"
+    (commas or tabs also separate; # comments). 68 points are in the iBUG-300W order; the
+    alignment takes its five from them as the official ``extract_lm5_from_lm68``.
     """
     path = Path(path).expanduser()
     label = f"landmarks file {path.name!r}"
@@ -281,10 +383,10 @@ def _points_from_text(text: str, label: str) -> np.ndarray:
         if len(values) != 2:
             raise InputError(f"{label}, line {number}: expected two numbers 'x y', got {len(values)}")
         rows.append(values)
-    return _five_points(rows, label)
+    return _point_set(rows, label)
 
 
-def _five_points(value: Any, label: str) -> np.ndarray:
+def _point_set(value: Any, label: str) -> np.ndarray:
     try:
         points = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -292,13 +394,9 @@ def _five_points(value: Any, label: str) -> np.ndarray:
     if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] not in (5, 68):
         count = points.shape[0] if points.ndim >= 1 else 0
         raise InputError(f"{label} holds {count} points where five [x, y] are needed ({_POINT_NAMES}), "
-                         "or 68 iBUG points")
+                         f"or 68 in the {_IBUG_ORDER}")
     if not np.isfinite(points).all():
         raise InputError(f"{label} holds values that are not finite numbers")
-    if points.shape[0] == 68:
-        from uvidm_backend.geometry.align import extract_lm5_from_lm68
-
-        points = extract_lm5_from_lm68(points)
     return points
 
 
@@ -315,15 +413,15 @@ def _face_points(face: Any, label: str) -> np.ndarray:
     if isinstance(face, dict):
         for key in _POINT_KEYS:
             if key in face:
-                return _five_points(face[key], label)
+                return _point_set(face[key], label)
         raise InputError(f"{label}: a face needs one of the keys {', '.join(_POINT_KEYS)} (found "
                          f"{', '.join(map(str, face)) or 'none'})")
-    return _five_points(face, label)
+    return _point_set(face, label)
 
 
 def _faces_from_json(data: Any, label: str, image_name: str | None) -> list[np.ndarray]:
     if _is_point_list(data):
-        return [_five_points(data, label)]
+        return [_point_set(data, label)]
     if isinstance(data, list):
         return [_face_points(face, f"{label}, face {number}") for number, face in enumerate(data)]
     if not isinstance(data, dict):
@@ -356,12 +454,13 @@ def _pick_entry(names: list[str], image_name: str | None, label: str) -> str:
 
 
 class FaceDetector:
-    """insightface's ``FaceAnalysis`` (``buffalo_l``, detection only), loaded at the first `detect`.
+    """insightface's ``FaceAnalysis`` (``buffalo_l``: detection and 68 points), loaded at the first `detect`.
 
     `model_root` is insightface's root folder (``ModelPaths.insightface_root``: the model lies in
     ``<root>/models/buffalo_l``). Providers: CUDA when onnxruntime has it, else CPU, unless given.
     Nothing is ever downloaded here: a missing model raises `FaceDetectorMissing` naming
-    ``uvidm weights download``.
+    ``uvidm weights download``. Without ``1k3d68.onnx`` faces keep the detector's five key points
+    (a warning says so): the official alignment takes its five points from 68.
     """
 
     def __init__(self, model_root: str | Path | None = None, *, providers: Sequence[str] | None = None,
@@ -425,7 +524,7 @@ class FaceDetector:
             # (nor picks up a "buffalo_l" folder in the working directory). Older releases print what they load.
             with contextlib.redirect_stdout(chatter):
                 analysis = FaceAnalysis(name=str(self.model_dir), root=str(self.model_root),
-                                        allowed_modules=["detection"], providers=providers)
+                                        allowed_modules=["detection", LANDMARK_TASK], providers=providers)
                 analysis.prepare(ctx_id=ctx_id, det_thresh=self.threshold,
                                  det_size=(self.detection_size, self.detection_size))
         except AssertionError:  # FaceAnalysis asserts it found a detection model
@@ -435,6 +534,10 @@ class FaceDetector:
                                       again=True) from error
         if chatter.getvalue().strip():
             logger.debug("insightface: %s", chatter.getvalue().strip())
+        if LANDMARK_TASK not in analysis.models:
+            logger.warning("the 68-point landmark model (%s) is not in %s: faces are aligned by the detector's five "
+                           "points, not as the official preprocessing does; get it with `uvidm weights download`",
+                           LANDMARK_MODEL_FILE, self.model_dir)
         logger.info("face detector %s loaded from %s (%s)", INSIGHTFACE_MODEL, self.model_dir, providers[0])
         return analysis
 
@@ -447,10 +550,15 @@ class FaceDetector:
             found = self._analysis.get(np.ascontiguousarray(photo.pixels[:, :, ::-1]))
         faces = []
         for face in found:
-            if getattr(face, "kps", None) is None:
-                logger.warning("the detector gave a face without its five points; skipped")
-                continue
-            faces.append(DetectedFace(box=tuple(np.asarray(face.bbox, dtype=np.float64)[:4]),
-                                      points=np.asarray(face.kps, dtype=np.float64), score=float(face.det_score)))
+            box = tuple(np.asarray(face.bbox, dtype=np.float64)[:4])
+            lm68 = face.get(LANDMARK_TASK)
+            if lm68 is not None:  # (68, 3): x, y in photo pixels and a depth we do not use
+                faces.append(DetectedFace(box=box, lm68=np.asarray(lm68, dtype=np.float64)[:, :2],
+                                          score=float(face.det_score)))
+            elif face.get("kps") is not None:
+                faces.append(DetectedFace(box=box, points=np.asarray(face.kps, dtype=np.float64),
+                                          score=float(face.det_score)))
+            else:
+                logger.warning("the detector gave a face without its points; skipped")
         logger.debug("%d face(s) found in %s", len(faces), photo.label)
         return sort_left_to_right(faces)

@@ -17,7 +17,11 @@ def ddim_steps_supported(steps: int, num_timesteps: int = DIFFUSION_TIMESTEPS) -
 
 TEXTURE_SIZES = (256, 2048)
 EXPRESSIONS = ("photo", "neutral")
+HEADS = ("bfm", "full", "both")  # the BFM head, the ICT full head (head_full.*), or both
 SAMPLERS = ("ddim", "dpmpp")
+# The mesh's albedo: "default" the photo's pixels where the face is visible, the official texture
+# elsewhere; "official" the official colour-matched texture alone (the paper's look).
+TEXTURES = ("default", "official")
 # How the networks run on a GPU (Pipeline.load): see uvidm_backend.acceleration.
 FAST_MODES = ("auto", "off", "graph", "compile")
 
@@ -31,10 +35,13 @@ class GenerateOptions:
     texture_size: int = 1024  # side of albedo.png
     delight: bool = False  # divide out the fitted SH shading
     expression: str = "photo"  # "neutral": the mesh without the expression coefficients
+    head: str = "bfm"  # "full": the ICT full head instead of the BFM head, "both": both
     face_index: int | None = None  # None: the largest face; faces are numbered left to right
-    # Five points (x, y) in photo pixels, y down, insightface order (eyes, nose, mouth corners);
-    # given, they replace face detection.
+    # Five points (x, y) in photo pixels, y down, insightface order (eyes, nose, mouth corners), or 68
+    # in the iBUG-300W order; given, they replace face detection.
     landmarks: tuple[tuple[float, float], ...] | None = None
+    texture: str = "default"  # see TEXTURES
+    debug_maps: bool = False  # also condition.png, condition_mask.png, baseline.png (model size)
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 500:
@@ -49,14 +56,19 @@ class GenerateOptions:
         low, high = TEXTURE_SIZES
         if not low <= self.texture_size <= high:
             raise InputError(f"texture size must be between {low} and {high} pixels (got {self.texture_size})")
+        if self.texture not in TEXTURES:
+            raise InputError(f"texture must be one of {', '.join(TEXTURES)} (got {self.texture!r})")
         if self.expression not in EXPRESSIONS:
             raise InputError(f"expression must be one of {', '.join(EXPRESSIONS)} (got {self.expression!r})")
+        if self.head not in HEADS:
+            raise InputError(f"head must be one of {', '.join(HEADS)} (got {self.head!r})")
         if self.face_index is not None and self.face_index < 0:
             raise InputError(f"face index must be 0 or more (got {self.face_index})")
         if self.landmarks is not None:
             points = tuple(tuple(float(v) for v in point) for point in self.landmarks)
-            if len(points) != 5 or any(len(point) != 2 for point in points):
-                raise InputError("landmarks must be five (x, y) points: eyes, nose tip, mouth corners")
+            if len(points) not in (5, 68) or any(len(point) != 2 for point in points):
+                raise InputError("landmarks must be five (x, y) points (eyes, nose tip, mouth corners) or 68 "
+                                 "in the iBUG-300W order")
             object.__setattr__(self, "landmarks", points)
 
     def to_dict(self) -> dict[str, Any]:

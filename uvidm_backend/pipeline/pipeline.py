@@ -2,7 +2,8 @@
 
 photo -> face (insightface or given five points) -> alignment (official preprocessing) ->
 condition stage (BFM fit, face parsing, partial UV texture, tokens) -> DDIM sampling ->
-decoding -> colour transfer -> production texture -> mesh -> files.
+decoding -> fit of the output head -> textures (the official colour match, the mesh's albedo) ->
+mesh -> files.
 
 One `Pipeline` holds the loaded models (load once, reuse for every photo); `generate`
 returns the finished head in memory, `generate_to_folder` writes it atomically.
@@ -28,13 +29,20 @@ from uvidm_backend import __version__
 from uvidm_backend.acceleration import EAGER_UPDATES, CudaGraphed, FastDecoder, compile_unet, warmed_fused_updates
 from uvidm_backend.acceleration.compile_cache import use_persistent_compile_cache
 from uvidm_backend.acceleration.fast import FastUNet, example_unet_inputs
-from uvidm_backend.condition import ConditionStage
+from uvidm_backend.condition import Condition, ConditionStage
 from uvidm_backend.devices import pick_device
 from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
 from uvidm_backend.diffusion.ddim import SamplerUpdate
-from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68, lm5_from_insightface
+from uvidm_backend.fullhead.files import (
+    full_head_file_names,
+    full_head_folder,
+    has_full_head_files,
+    write_full_head_files,
+)
+from uvidm_backend.fullhead.model import FullHead, FullHeadModel
+from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68
 from uvidm_backend.geometry.bfm_files import BFMData, load_bfm
-from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL, project, projXY_to_original, to_camera
+from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL
 from uvidm_backend.geometry.face_model import DEFAULT_INIT_LIT, FaceModel
 from uvidm_backend.geometry.raster import get_rasterizer
 from uvidm_backend.geometry.uv import remap_texture_from_image, uv_vertex_index
@@ -45,6 +53,7 @@ from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.errors import ModelFilesMissing
 from uvidm_backend.pipeline.export import TexturedMesh, write_glb, write_obj
 from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
+from uvidm_backend.pipeline.fit import Fit, fit_head
 from uvidm_backend.pipeline.images import Photo, load_photo
 from uvidm_backend.pipeline.options import FAST_MODES, GenerateOptions
 from uvidm_backend.pipeline.output_folder import OutputFolder, write_bytes, write_json, write_png
@@ -62,7 +71,7 @@ BFM_UNIT_METRES = 0.1  # BFM coordinates are in units of 10 cm (focal 1015 px at
 
 # Share of the whole job each stage stands for, in order (for one progress bar).
 STAGES = {"photo": 0.02, "face": 0.04, "condition": 0.12, "diffusion": 0.6, "decode": 0.05, "texture": 0.08,
-          "mesh": 0.02, "preview": 0.04, "files": 0.03}
+          "mesh": 0.02, "full_head": 0.0, "preview": 0.04, "files": 0.03}
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +81,12 @@ class Head:
     mesh: TexturedMesh
     albedo: np.ndarray  # (S, S, 3) uint8, the texture of the mesh
     albedo_model: np.ndarray  # the diffusion model's raw texture, uint8
+    albedo_model_matched: np.ndarray  # the official colour-matched texture, uint8 as visualize.py writes it
     preview: np.ndarray  # (H, W, 3) uint8
     info: dict[str, Any] = field(default_factory=dict)  # result.json
+    full: FullHead | None = None  # the ICT full head (options.head "full" or "both")
+    bfm_head: bool = True  # whether head.glb / head.obj are written
+    debug_maps: dict[str, np.ndarray] = field(default_factory=dict)  # file name -> uint8 image (--debug-maps)
 
 
 class _ProgressTracker:
@@ -120,8 +133,19 @@ def outward_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray
     return triangles if np.sum(normals * outward) >= 0 else triangles[:, ::-1].copy()
 
 
+def head_file_names(head: Head) -> list[str]:
+    """The files `write_head_files` writes (result.json aside)."""
+    names = ["albedo.png", "albedo_model.png", "albedo_model_matched.png", "preview.png", *head.debug_maps]
+    if head.bfm_head:
+        names += ["head.glb", "head.obj", "head.mtl"]
+    if head.full is not None:
+        names += full_head_file_names(head.full)
+    return names
+
+
 def write_head_files(head: Head, folder: OutputFolder) -> None:
-    """head.glb, head.obj/.mtl, albedo.png, albedo_model.png and preview.png into `folder`.
+    """head.glb, head.obj/.mtl (and/or the full head's files), albedo.png, albedo_model.png,
+    albedo_model_matched.png, preview.png (and the debug maps) into `folder`.
 
     The albedo's PNG, the slowest file, is encoded first, on every core; the other files are
     written beside it (zlib and file I/O release the GIL), and the two that hold it as soon as it is
@@ -133,10 +157,16 @@ def write_head_files(head: Head, folder: OutputFolder) -> None:
         # The preview is compressed lightly: it is looked at once.
         written = [writers.submit(write_png, head.preview, folder / "preview.png", compress_level=1),
                    writers.submit(write_png, head.albedo_model, folder / "albedo_model.png"),
-                   writers.submit(write_obj, head.mesh, folder / "head.obj", "head.mtl", "albedo.png")]
+                   writers.submit(write_png, head.albedo_model_matched, folder / "albedo_model_matched.png"),
+                   *(writers.submit(write_png, image, folder / name) for name, image in head.debug_maps.items())]
+        if head.bfm_head:
+            written.append(writers.submit(write_obj, head.mesh, folder / "head.obj", "head.mtl", "albedo.png"))
+        if head.full is not None:
+            written.append(writers.submit(write_full_head_files, head.full, folder))
         png = albedo_png.result()  # once, for albedo.png and inside head.glb
-        written += [writers.submit(write_glb, head.mesh, folder / "head.glb", png),
-                    writers.submit(write_bytes, png, folder / "albedo.png")]
+        written.append(writers.submit(write_bytes, png, folder / "albedo.png"))
+        if head.bfm_head:
+            written.append(writers.submit(write_glb, head.mesh, folder / "head.glb", png))
         for future in written:
             future.result()
 
@@ -162,14 +192,27 @@ class Pipeline:
         self.model_size = networks.config.texture_size
         self._uv_tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._uv_vertex_index: dict[int, torch.Tensor] = {}
-        if bfm.triangle_buffer is not None and bfm.triangle_buffer.shape[0] == self.model_size:
-            self._uv_tables[self.model_size] = (torch.from_numpy(bfm.triangle_buffer).to(device),
-                                                torch.from_numpy(bfm.barycentric_weight).to(device))
+        # The official tables and mask when the BFM folder has them, else stand-ins; result.json and
+        # `uvidm doctor` say which (they change the condition and the colours).
+        self.uv_tables_source = "rebuilt"
+        if bfm.triangle_buffer is not None:
+            if bfm.triangle_buffer.shape[0] == self.model_size:
+                self._uv_tables[self.model_size] = (torch.from_numpy(bfm.triangle_buffer).to(device),
+                                                    torch.from_numpy(bfm.barycentric_weight).to(device))
+                self.uv_tables_source = "official"
+            else:
+                log.warning("the UV tables in %s are %d px, the model's texture %d px: rebuilt at %d px",
+                            paths.bfm, bfm.triangle_buffer.shape[0], self.model_size, self.model_size)
         tables = self.uv_tables(self.model_size)
         self.condition_stage = ConditionStage(
             self.networks.recon_net, self.networks.seg_model, self.networks.condition_fuser, self.head_model,
             self.uv_vertices(self.model_size), tables[1], corrected_ear_mask).to(device)
-        self.front_mask = textures.front_region_mask(self.triangles, *tables, self.front_idx)
+        if bfm.front_mask is not None:
+            self.front_mask = textures.official_front_mask(bfm.front_mask, self.model_size).to(device)
+            self.front_mask_source = "official"
+        else:
+            self.front_mask = textures.front_region_mask(self.triangles, *tables, self.front_idx)
+            self.front_mask_source = "footprint"
         mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().numpy()
         self.export_triangles = outward_triangles(mean_shape, bfm.full_triangles)
         self.fast = fast if device.type == "cuda" else "off"
@@ -177,6 +220,7 @@ class Pipeline:
         # One generation at a time on the models; swapping in a UNet compiled in the background waits for it.
         self._gpu = threading.Lock()
         self._compiling: threading.Thread | None = None
+        self._full_head: FullHeadModel | None = None
         self.eps_model, self.decode = self.networks.unet, self.networks.decode_latent
         self.sampler_updates = EAGER_UPDATES
         if self.fast != "off":
@@ -302,6 +346,15 @@ class Pipeline:
                 "texture_size_model": self.model_size,
                 "models": ["ldm", "recon_net", "face_parsing", "bfm"]}
 
+    def precision(self) -> dict[str, str]:
+        """The arithmetic each network runs in now (result.json's `precision`): the UNet's changes when
+        `compile_in_background` swaps in the compiled one, between two generations."""
+        unet = {"off": "float32", "graph": "bf16 graph", "compile": "bf16 compiled"}[self.fast]
+        graphed = "float32" if self.fast == "off" else "float32 graph"
+        return {"unet": unet, "decoder": graphed, "condition_fuser": graphed, "recon_net": "float32",
+                "face_parsing": "float32",
+                "sampler_update": "float32 compiled" if self.sampler_updates is not EAGER_UPDATES else "float32"}
+
     def uv_tables(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """UV lookup tables (triangle_buffer, barycentric_weight) at `size`, computed once per size."""
         if size not in self._uv_tables:
@@ -314,6 +367,17 @@ class Pipeline:
         if size not in self._uv_vertex_index:
             self._uv_vertex_index[size] = uv_vertex_index(self.triangles, self.uv_tables(size)[0])
         return self._uv_vertex_index[size]
+
+    def full_head_model(self) -> FullHeadModel:
+        """The ICT full head's model, loaded on first use (raises `ModelFilesMissing` without its files)."""
+        if self._full_head is None:
+            folder = full_head_folder(self.paths)
+            if not has_full_head_files(folder):
+                raise ModelFilesMissing([f"{folder.name}/generic_neutral_mesh.obj"],
+                                        f"uvidm weights download --full-head --weights {self.paths.weights}")
+            mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().double().numpy()
+            self._full_head = FullHeadModel.load(folder, self.bfm, mean_shape)
+        return self._full_head
 
     # -- the job ---------------------------------------------------------------------------
 
@@ -336,12 +400,13 @@ class Pipeline:
         options = options or GenerateOptions()
         tracker = _ProgressTracker(progress, self.device)
         device = self.device
+        precision = self.precision()  # under the generation lock: a background swap comes before or after
 
         tracker.start("photo")
         photo = load_photo(photo_source)
         tracker.start("face")
         face, face_index = self.find_face(photo, options)
-        alignment = align_face(photo.pixels, lm5_from_insightface(face.points, photo.height), self.lm3d_5)
+        alignment = align_face(photo.pixels, face.official_lm5(photo.height), self.lm3d_5)
 
         tracker.start("condition")
         crop = torch.from_numpy(alignment.model_input()).permute(2, 0, 1)[None].to(device)
@@ -370,67 +435,95 @@ class Pipeline:
         generated = ((self.decode(latent) + 1) * 0.5).clamp(0, 1)
 
         tracker.start("texture")
-        coefficients = self.recon_net((crop + 1) * 0.5)  # visualize.py's stand-alone network: the output mesh
-        shape, id_shape = self.head_model.compute_shape(coefficients.id, coefficients.exp)
-        rotation = self.head_model.rotation(coefficients.angle)
-        normals = self.head_model.compute_norm(shape)
-        normals_rotated = normals @ rotation
-        shading = self.head_model.compute_color(torch.ones_like(shape), normals_rotated, coefficients.gamma,
-                                                DEFAULT_INIT_LIT)
-        model_tables = self.uv_tables(self.model_size)
-        front_shape, _ = self.front_model.compute_shape(coefficients.id, coefficients.exp)
-        front_colors = self.front_model.compute_color(
-            self.front_model.compute_texture(coefficients.tex), self.front_model.compute_norm(front_shape) @ rotation,
-            coefficients.gamma, DEFAULT_INIT_LIT)
-        head_colors = self.head_model.compute_texture(coefficients.tex)
-        head_colors[:, self.front_idx] = front_colors
-        baseline = textures.baseline_color_map(head_colors, self.triangles, *model_tables)
-        matched = textures.match_to_baseline(generated, baseline, self.front_mask)
-
-        size = options.texture_size
-        buffer, weight = self.uv_tables(size)
-        vertices_camera = to_camera(shape, rotation, coefficients.trans)
-        projected_crop = project(vertices_camera)
-        projected = projXY_to_original(projected_crop, trans_params)
         photo01 = (photo_m11 + 1) * 0.5
-        skin = condition.skin  # face parsing of the photo, already run by the condition stage
-        # Unlike the model's condition (kept as trained), the output texture also drops surfaces
-        # hidden behind others, which the official normal test lets through.
-        unoccluded = depth_visible_vertices(projected_crop, vertices_camera[..., 2], self.triangles, self.rasterizer)
-        photo_texture, photo_mask = remap_texture_from_image(
-            photo01, projected, normals_rotated, skin, self.uv_vertices(size), weight, unoccluded)
-        albedo = textures.compose_albedo(textures.resize_texture(matched, size), photo_texture, photo_mask)
-        if options.delight:
-            shading_map = textures.baseline_color_map(shading, self.triangles, buffer, weight)
-            albedo = textures.delight(albedo, shading_map)
+        fit = fit_head(self.recon_net, self.head_model, (crop + 1) * 0.5, trans_params)
+        made = self._textures(fit, generated, condition, photo01, options)
 
         tracker.start("mesh")
-        mesh_shape = shape if options.expression == "photo" else id_shape
-        vertices = mesh_shape[0].cpu().numpy() * BFM_UNIT_METRES
-        mesh_normals = normals if options.expression == "photo" else self.head_model.compute_norm(id_shape)
-        mesh_normals = -mesh_normals[0].cpu().numpy()  # BFM normals point inwards
-        albedo_image = textures.to_uint8_image(albedo)
-        mesh = TexturedMesh(vertices=vertices.astype(np.float32), faces=self.export_triangles,
-                            uv=self.bfm.uv.astype(np.float32), normals=mesh_normals.astype(np.float32),
-                            texture=albedo_image, name=Path(photo.name).stem if photo.name else "head")
+        mesh = self._mesh(fit, made.albedo_image, options, photo)
+
+        full_head = None
+        if options.head != "bfm":
+            tracker.start("full_head")
+            full_head = self.full_head_model().make_head(
+                fit.id_shape[0].cpu().double().numpy(),
+                fit.shape[0].cpu().double().numpy() if options.expression == "photo" else None,
+                made.albedo.float(), options.texture_size)
 
         tracker.start("preview")
         scale = preview_scale(photo.width, photo.height)
         small = photo01 if scale == 1.0 else torch.nn.functional.interpolate(
             photo01, scale_factor=scale, mode="area", recompute_scale_factor=False)
-        preview = render_preview(self.rasterizer, small, projected * scale, vertices_camera[..., 2], self.triangles,
-                                 self.uv, albedo, shading)
-        preview_image, model_image = textures.to_uint8_image(preview), textures.to_uint8_image(generated)
+        preview = render_preview(self.rasterizer, small, fit.projected * scale, fit.vertices_camera[..., 2],
+                                 self.triangles, self.uv, made.albedo, made.shading)
+        preview_image = textures.to_uint8_image(preview)
+        debug_maps = self._debug_maps(made, condition) if options.debug_maps else {}
         tracker.finish()
 
-        info = self._result_info(photo, face, face_index, coefficients, alignment, options, tracker.timings)
-        return Head(mesh=mesh, albedo=albedo_image, albedo_model=model_image, preview=preview_image, info=info)
+        info = self._result_info(photo, face, face_index, fit.coefficients, alignment, options, tracker.timings)
+        info["texture"] = {"albedo": options.texture, "front_mask": self.front_mask_source,
+                           "uv_tables": self.uv_tables_source}
+        info["precision"] = precision
+        if full_head is not None:
+            info["full_head"] = full_head.info
+        return Head(mesh=mesh, albedo=made.albedo_image, albedo_model=textures.to_uint8_image(generated),
+                    albedo_model_matched=textures.official_uint8_image(made.matched), preview=preview_image,
+                    info=info, full=full_head, bfm_head=options.head != "full", debug_maps=debug_maps)
+
+    def _textures(self, fit: Fit, generated: torch.Tensor, condition: Condition, photo01: torch.Tensor,
+                  options: GenerateOptions) -> textures.Textures:
+        """The official matched texture (visualize.py) and the mesh's albedo at the requested size."""
+        coefficients = fit.coefficients
+        front_shape, _ = self.front_model.compute_shape(coefficients.id, coefficients.exp)
+        front_colors = self.front_model.compute_color(
+            self.front_model.compute_texture(coefficients.tex),
+            self.front_model.compute_norm(front_shape) @ fit.rotation, coefficients.gamma, DEFAULT_INIT_LIT)
+        head_colors = self.head_model.compute_texture(coefficients.tex)
+        head_colors[:, self.front_idx] = front_colors
+        baseline = textures.baseline_color_map(head_colors, self.triangles, *self.uv_tables(self.model_size))
+        matched = textures.match_to_baseline(generated, baseline, self.front_mask)
+
+        size = options.texture_size
+        buffer, weight = self.uv_tables(size)
+        albedo = textures.official_texture(matched, size)
+        if options.texture == "default":
+            # Unlike the model's condition (kept as trained), the output texture also drops surfaces
+            # hidden behind others, which the official normal test lets through.
+            unoccluded = depth_visible_vertices(fit.projected_crop, fit.vertices_camera[..., 2], self.triangles,
+                                                self.rasterizer)
+            photo_texture, photo_mask = remap_texture_from_image(
+                photo01, fit.projected, fit.normals_rotated, condition.skin, self.uv_vertices(size), weight,
+                unoccluded)
+            albedo = textures.blend_photo(albedo, photo_texture, photo_mask)
+        shading = self.head_model.compute_color(torch.ones_like(fit.shape), fit.normals_rotated, coefficients.gamma,
+                                                DEFAULT_INIT_LIT)
+        if options.delight:
+            albedo = textures.delight(albedo, textures.baseline_color_map(shading, self.triangles, buffer, weight))
+        return textures.Textures(albedo=albedo, matched=matched, baseline=baseline, shading=shading)
+
+    def _mesh(self, fit: Fit, albedo_image: np.ndarray, options: GenerateOptions, photo: Photo) -> TexturedMesh:
+        neutral = options.expression != "photo"
+        vertices = (fit.id_shape if neutral else fit.shape)[0].cpu().numpy() * BFM_UNIT_METRES
+        normals = self.head_model.compute_norm(fit.id_shape) if neutral else fit.normals
+        normals = -normals[0].cpu().numpy()  # BFM normals point inwards
+        return TexturedMesh(vertices=vertices.astype(np.float32), faces=self.export_triangles,
+                            uv=self.bfm.uv.astype(np.float32), normals=normals.astype(np.float32),
+                            texture=albedo_image, name=Path(photo.name).stem if photo.name else "head")
+
+    @staticmethod
+    def _debug_maps(made: textures.Textures, condition: Condition) -> dict[str, np.ndarray]:
+        """--debug-maps, at the model's size and written as visualize.py writes images: the partial texture
+        the model is conditioned on, its mask, and the official `face_color_map` clipped to [0, 1]."""
+        return {"condition.png": textures.official_uint8_image(condition.partial_texture),
+                "condition_mask.png": textures.official_uint8_image(condition.mask)[..., 0],
+                "baseline.png": textures.official_uint8_image(made.baseline)}
 
     def generate_to_folder(self, photo_source: bytes | str | Path, out_dir: str | Path,
                            options: GenerateOptions | None = None, progress: Progress | None = None,
                            overwrite: bool = False) -> Path:
-        """Writes head.glb, head.obj/.mtl, albedo.png, albedo_model.png, preview.png, result.json
-        into `out_dir`, atomically: on any failure (or cancel) nothing is left behind."""
+        """Writes head.glb, head.obj/.mtl, albedo.png, albedo_model.png, albedo_model_matched.png, preview.png,
+        result.json (and the debug maps) into `out_dir`, atomically: on any failure (or cancel) nothing is
+        left behind."""
         started = time.perf_counter()
         head = self.generate(photo_source, options, progress)
         if progress is not None:
@@ -441,8 +534,7 @@ class Pipeline:
             info = dict(head.info)
             info["timings"] = {**info["timings"], "files": round(time.perf_counter() - files_started, 4),
                                "total": round(time.perf_counter() - started, 4)}
-            info["files"] = sorted(["head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png",
-                                    "preview.png", "result.json"])
+            info["files"] = sorted([*head_file_names(head), "result.json"])
             write_json(info, folder / "result.json")
         if progress is not None:
             progress("files", 1.0)
@@ -458,7 +550,8 @@ class Pipeline:
             "photo": {"name": photo.name, "size": [photo.width, photo.height], "sha256": photo.sha256},
             "face": {"index": face_index, "box": [round(float(v), 2) for v in face.box],
                      "landmarks": np.asarray(face.points, dtype=float).round(2).tolist(),
-                     "source": "given" if options.landmarks is not None else "detected"},
+                     "source": "given" if options.landmarks is not None else "detected",
+                     "landmarks_source": face.landmarks_source},
             "coefficients": {name: as_list(value) for name, value in coefficients.as_dict().items()},
             "pose": {"angles_radians": as_list(coefficients.angle), "translation": as_list(coefficients.trans)},
             "camera": {"focal": FOCAL, "center": CENTER, "distance": CAMERA_DISTANCE, "crop": 224,

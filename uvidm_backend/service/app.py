@@ -34,7 +34,7 @@ from uvidm_backend.pipeline.errors import InputError
 from uvidm_backend.pipeline.images import load_photo, readable_formats
 from uvidm_backend.pipeline.options import GenerateOptions
 from uvidm_backend.service.faces_route import add_faces_route
-from uvidm_backend.service.jobs import OUTPUT_FILES, JobStore, QueueFull, safe_file_name, valid_job_id
+from uvidm_backend.service.jobs import SERVED_FILES, JobStore, QueueFull, safe_file_name, valid_job_id
 from uvidm_backend.service.settings import ServiceSettings
 from uvidm_backend.service.worker import Cleaner, ModelHolder, Runner, Worker
 
@@ -243,7 +243,7 @@ def parse_landmarks(text: str | None) -> tuple[tuple[float, float], ...] | None:
         parsed = tuple((float(x), float(y)) for x, y in points)
     except (ValueError, TypeError) as error:
         raise InputError("landmarks must be JSON like [[x, y], ...]: five points in photo pixels (eyes, nose tip, "
-                         "mouth corners)") from error
+                         "mouth corners) or 68 in the iBUG-300W order") from error
     return parsed
 
 
@@ -330,21 +330,27 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
         face_index: Annotated[int | None, Form(description="which face, numbered left to right "
                                                            "(default: the largest)")] = None,
         landmarks: Annotated[str | None, Form(description="JSON: five [x, y] points in photo pixels, y down, "
-                                                          "insightface order; replace face detection")] = None,
+                                                          "insightface order, or 68 in the iBUG-300W "
+                                                          "order; replace face detection")] = None,
         steps: Annotated[int | None, Form(description="sampler steps (1..500, default 50)")] = None,
         sampler: Annotated[str | None, Form(description="'ddim' (official, default) or 'dpmpp' "
                                                         "(DPM-Solver++, good at 20 steps)")] = None,
         eta: Annotated[float | None, Form(description="DDIM eta (0..1)")] = None,
         seed: Annotated[int | None, Form(description="random seed of the diffusion")] = None,
         texture_size: Annotated[int | None, Form(description="side of albedo.png in pixels (256..2048)")] = None,
+        texture: Annotated[str | None, Form(description="'default' (photo pixels where visible) or 'official' "
+                                                        "(the official colour-matched texture alone)")] = None,
         delight: Annotated[bool | None, Form(description="divide out the fitted shading")] = None,
         expression: Annotated[str | None, Form(description="'photo' or 'neutral'")] = None,
+        head: Annotated[str | None, Form(description="'bfm' (default), 'full' (the ICT full head, head_full.*) "
+                                                     "or 'both'")] = None,
     ) -> JSONResponse:
         if models.state == "failed":
             raise HTTPException(503, f"the models could not be loaded ({models.error}); fix the model files "
                                      "(`uvidm weights check`) and restart the service")
         given = {"face_index": face_index, "steps": steps, "sampler": sampler, "eta": eta, "seed": seed,
-                 "texture_size": texture_size, "delight": delight, "expression": expression}
+                 "texture_size": texture_size, "texture": texture, "delight": delight, "expression": expression,
+                 "head": head}
         try:
             chosen = {key: value for key, value in given.items() if value is not None}
             chosen["landmarks"] = parse_landmarks(landmarks)
@@ -414,10 +420,10 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder) -> FastA
     @app.get("/v1/jobs/{job_id}/files/{name}", dependencies=guarded, tags=["jobs"], summary="One output file",
              response_class=FileResponse, responses={
                  200: {"content": {media: {} for media in MEDIA_TYPES.values()},
-                       "description": f"one of {', '.join(OUTPUT_FILES)}"}, **_errors(401, 404, 409)})
+                       "description": f"one of {', '.join(SERVED_FILES)}"}, **_errors(401, 404, 409)})
     def get_file(job_id: str, name: str) -> FileResponse:
-        if name not in OUTPUT_FILES:
-            raise HTTPException(404, f"no such file: the files are {', '.join(OUTPUT_FILES)}")
+        if name not in SERVED_FILES:
+            raise HTTPException(404, f"no such file: the files are {', '.join(SERVED_FILES)}")
         finished_job(job_id)
         path = store.output_file(job_id, name)
         if path is None:

@@ -34,7 +34,13 @@ log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # The only names GET /v1/jobs/{id}/files/{name} serves (docs/API.md, "Output folder").
-OUTPUT_FILES = ("head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "preview.png", "result.json")
+OUTPUT_FILES = ("head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "albedo_model_matched.png",
+                "preview.png", "result.json")
+# With `head` "full" or "both" (head "full" writes no head.glb / head.obj / head.mtl).
+FULL_HEAD_OUTPUT_FILES = ("head_full.glb", "head_full.obj", "head_full.mtl", "head_full_skin.png",
+                          "head_full_sclera_L.png", "head_full_sclera_R.png", "head_full_iris_L.png",
+                          "head_full_iris_R.png")
+SERVED_FILES = OUTPUT_FILES + FULL_HEAD_OUTPUT_FILES
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 RECORD = "job.json"
@@ -118,7 +124,7 @@ class Job:
                   options=dict(data.get("options") or {}), created=float(data["created"]),
                   state=str(data["state"]), stage=data.get("stage"), progress=float(data.get("progress") or 0.0),
                   error=data.get("error"), started=data.get("started"), finished=data.get("finished"),
-                  files=[name for name in data.get("files") or [] if name in OUTPUT_FILES])
+                  files=[name for name in data.get("files") or [] if name in SERVED_FILES])
         if job.state not in STATES:
             raise ValueError(f"unknown state {job.state!r}")
         return job
@@ -160,7 +166,7 @@ class JobStore:
 
     def output_file(self, job_id: str, name: str) -> Path | None:
         """The path of a finished job's output file, or None: only listed names of existing jobs."""
-        if not valid_job_id(job_id) or name not in OUTPUT_FILES:
+        if not valid_job_id(job_id) or name not in SERVED_FILES:
             return None
         with self._condition:
             job = self._jobs.get(job_id)
@@ -282,7 +288,7 @@ class JobStore:
         files = []
         if state == "done":
             output = self.output_dir(job_id)
-            files = [name for name in OUTPUT_FILES if (output / name).is_file()]
+            files = [name for name in SERVED_FILES if (output / name).is_file()]
         else:
             shutil.rmtree(self.output_dir(job_id), ignore_errors=True)
         shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
