@@ -107,7 +107,9 @@ def test_cancel_running_and_queued_jobs(backend, photo):
 def test_faces_from_a_landmarks_file(backend, photo):
     answer = Client(backend.url).faces(photo.path, photo.landmarks_file)
     assert answer["source"] == "landmarks" and len(answer["faces"]) == 6
-    assert answer["faces"][0]["points"] == [[round(x, 2), round(y, 2)] for x, y in photo.landmarks]
+    # the file's points for the left-most face (the official five, taken from its 68 points where it has them)
+    first = [value for point in answer["faces"][0]["points"] for value in point]
+    assert first == pytest.approx([value for point in photo.landmarks for value in point], abs=3.0)
     with pytest.raises(BackendError, match="buffalo_l.*Download Model Files") as caught:
         Client(backend.url).faces(photo.path)  # no face detector in the test model folder
     assert "--landmarks" not in caught.value.message and "choose a landmarks file" in caught.value.message
