@@ -185,3 +185,37 @@ def test_cancel_frees_the_panel_at_once(scene, addon, backend, photo, tmp_path):
     assert not _status().running and _status().message == "Cancelled" and bpy.ops.uvidm.generate.poll()
     job.join(30)
     assert job.drain().state == "cancelled"
+
+
+@pytest.fixture(scope="module")
+def detector_models(model_folder, photo, tmp_path_factory):
+    """The devtools model folder with stand-in buffalo_l files that find t1.jpg's six faces for real
+    (insightface's detector code on ONNX networks; devtools.face_models)."""
+    import numpy as np
+    from PIL import Image
+
+    from uvidm_backend.devtools.face_models import known_faces, write_face_models
+
+    folder = Path(shutil.copytree(model_folder, tmp_path_factory.mktemp("detector") / "models"))
+    faces = known_faces(json.loads(photo.landmarks_file.read_text()), "t1.jpg")
+    pixels = np.asarray(Image.open(photo.path).convert("RGB"))
+    write_face_models(folder / "weights" / "insightface" / "models" / "buffalo_l", pixels, faces)
+    return folder
+
+
+def test_find_faces_with_the_detector_then_generate_the_picked_one(scene, addon, start_backend, detector_models,
+                                                                     photo, tmp_path):
+    detecting = start_backend(models=detector_models)
+    _use(addon, detecting, tmp_path)
+    settings = scene.uvidm
+    _small(settings, photo)
+    settings.landmarks_file = ""  # the detector finds the faces
+    assert bpy.ops.uvidm.find_faces() == {"FINISHED"}, _status().message
+    found = sys.modules[f"{addon}.uvidm_blender.runtime"].STATE.faces[settings.faces_key()]
+    assert (found.count, found.source) == (6, "detector") and found.overview.is_file()
+    assert _status().message == "6 faces found: click a number to choose one."
+    bpy.ops.uvidm.pick_face(index=1)
+    assert bpy.ops.uvidm.generate() == {"FINISHED"}, _status().message
+    meta = json.loads((tmp_path / "results" / "t1-face2" / "result.json").read_text())
+    assert meta["face"]["index"] == 1 and meta["face"]["source"] == "detected"
+    assert "t1-face2" in bpy.data.objects
