@@ -173,7 +173,7 @@ def _http_error(status: int, body: bytes, headers: Mapping[str, str], url: str, 
         return BackendError(f"The photo is too large for the backend ({detail}). Use a smaller image.", status)
     if status == 415:
         return BackendError(f"The backend cannot read this photo: {detail}", status)
-    if status in (400, 422):
+    if status in (400, 409, 422):
         return BackendError(f"The backend refused the request: {detail}", status)
     if status == 429:
         retry = headers.get("Retry-After")
@@ -268,6 +268,32 @@ class Client:
         body, form_type = encode_multipart({}, files)
         return self._json("POST", "/v1/faces", body=body, content_type=form_type, timeout=timeout)
 
+    # -- model files (docs/API.md, "Model files") ----------------------------------------------------
+    def _models(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            return self._json(method, path, **kwargs)
+        except BackendError as error:
+            if error.status == 404:
+                raise BackendError(f"The backend at {self.base_url} cannot download model files (it is older than "
+                                   "the add-on). Update it, or put the files in its model folder by hand.",
+                                   404) from error
+            if error.status == 409:
+                raise BackendError("A download of the model files is already running.", 409) from error
+            raise
+
+    def models_plan(self, revision: str = "main", timeout: float = 120.0) -> dict[str, Any]:
+        """GET /v1/models/plan: the files a download fetches (name, size), their total and the licence text."""
+        query = urllib.parse.urlencode({"revision": revision})
+        return self._models("GET", f"/v1/models/plan?{query}", timeout=timeout)
+
+    def start_model_download(self, revision: str = "main", full_head: bool = False) -> None:
+        """POST /v1/models/download (202); the user has accepted the licences the plan showed."""
+        body = json.dumps({"accept_licences": True, "revision": revision, "full_head": full_head}).encode()
+        self._models("POST", "/v1/models/download", body=body, content_type="application/json")
+
+    def cancel_model_download(self) -> None:
+        self._models("DELETE", "/v1/models/download")
+
     def submit(self, photo: str | os.PathLike[str], options: JobOptions | None = None,
                timeout: float = 120.0) -> dict[str, Any]:
         """POST the photo; returns the job (state 'queued')."""
@@ -314,6 +340,12 @@ def describe_health(health: Mapping[str, Any]) -> str:
         return f"{version}: ready{queue_text}."
     if state == "loading":
         return f"{version}: loading the models, wait a moment."
+    if state == "missing":
+        count = len(models.get("missing") or [])
+        return (f"{version}: {count or 'some'} model file{'s' if count != 1 else ''} missing; click Download Model "
+                "Files in the add-on preferences.")
+    if state == "downloading":
+        return f"{version}: {describe_download(models.get('download'))}"
     if state == "failed":
         return (f"{version}: the models failed to load ({models.get('error') or 'no details'}). "
                 "Check the model folder in the add-on preferences.")
@@ -339,3 +371,30 @@ def describe_job(job: Mapping[str, Any], progress: float | None = None) -> str:
     if state == "done":
         return "Done"
     return str(state)
+
+
+def describe_download(download: Mapping[str, Any] | None) -> str:
+    """health's models.download in words: 'Downloading ldm.ckpt: 1.2 of 4.0 GB (30%)', 'Download failed: ...'."""
+    if not download:
+        return "no download"
+    state = download.get("state")
+    done, total = int(download.get("done_bytes") or 0), int(download.get("total_bytes") or 0)
+    if state == "running":
+        share = f" ({round(100 * done / total)}%)" if total else ""
+        what = download.get("file") or "the model files"
+        return f"Downloading {what}: {size_text(done)} of {size_text(total)}{share}"
+    if state == "done":
+        return "The model files are downloaded."
+    if state == "cancelled":
+        return "The download was cancelled; what was finished is kept and the rest resumes next time."
+    return f"The download failed: {in_blender_words(download.get('error') or 'no details')}"
+
+
+def size_text(size: int | float) -> str:
+    """Bytes for people: '950 KB', '1.2 GB'."""
+    size = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit in ("B", "KB") else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import bpy
@@ -24,6 +25,7 @@ from .backend import (
     venv_problem,
 )
 from .client import BackendError, Client, describe_health
+from .downloads import ModelDownload
 from .importer import import_result
 from .jobs import GenerateJob, JobEvent, wait_for_backend
 from .preferences import (
@@ -312,6 +314,100 @@ class UVIDM_OT_delete_result(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _remember_health(key: tuple) -> Callable[[dict], None]:
+    def remember(health: dict) -> None:
+        STATE.health, STATE.health_key = health, key
+    return remember
+
+
+class UVIDM_OT_plan_models(_InThread, bpy.types.Operator):
+    """Ask the backend which model files it would download, their sizes and licences (shown before anything
+    is downloaded)"""
+
+    bl_idname = "uvidm.plan_models"
+    bl_label = "Download Model Files..."
+
+    def prepare(self, context):
+        prefs = get_preferences(context)
+        try:
+            check_online(prefs)
+            wait = start_local_backend(prefs)
+        except BackendError as error:
+            return error.message
+        return make_client(prefs), wait, backend_key(prefs)
+
+    @staticmethod
+    def work(argument):
+        client, wait, key = argument
+        try:
+            if wait:
+                wait_for_backend(client, wait, backend_died)
+            return key, client.models_plan()
+        except BackendError as error:
+            return error.message
+
+    def finish(self, context, result):
+        if not isinstance(result, tuple):
+            message = result or "The backend did not say which files it would download"
+            _set_status(context, message, error=True)
+            self.report({"ERROR"}, message)
+            return {"CANCELLED"}
+        STATE.plan_key, STATE.model_plan = result
+        context.window_manager.uvidm.accept_licences = False
+        return {"FINISHED"}
+
+
+class UVIDM_OT_download_models(bpy.types.Operator):
+    """Download the model files listed above into the model folder (the backend downloads and loads them)"""
+
+    bl_idname = "uvidm.download_models"
+    bl_label = "Download"
+
+    @classmethod
+    def poll(cls, context):
+        running = STATE.model_download is not None and not STATE.model_download.done
+        return STATE.model_plan is not None and context.window_manager.uvidm.accept_licences and not running
+
+    def execute(self, context):
+        prefs = get_preferences(context)
+        if STATE.plan_key != backend_key(prefs):
+            self.report({"ERROR"}, "The list was made for another backend: click Download Model Files again")
+            return {"CANCELLED"}
+        download = ModelDownload(make_client(prefs), on_health=_remember_health(backend_key(prefs)))
+        STATE.model_download = download
+        if bpy.app.background:
+            ok = download.run()
+            if ok:
+                STATE.model_plan = None
+            self.report({"INFO"} if ok else {"ERROR"}, download.message if ok else download.error)
+            return {"FINISHED"} if ok else {"CANCELLED"}
+        download.start()
+        bpy.app.timers.register(_watch_download, first_interval=0.5)
+        return {"FINISHED"}
+
+
+def _watch_download():
+    _redraw_all()
+    download = STATE.model_download
+    if download is not None and not download.done:
+        return 0.5
+    if download is not None and not download.error:
+        STATE.model_plan = None  # done: the list is no longer what the user will get
+    return None
+
+
+class UVIDM_OT_cancel_model_download(bpy.types.Operator):
+    """Stop the download (finished files are kept; the rest resumes next time)"""
+
+    bl_idname = "uvidm.cancel_model_download"
+    bl_label = "Cancel Download"
+
+    def execute(self, context):
+        if STATE.model_download is not None:
+            STATE.model_download.cancel()
+        return {"FINISHED"}
+
+
 class UVIDM_OT_cancel_generate(bpy.types.Operator):
     """Stop the running Generate (the backend drops the job)"""
 
@@ -581,6 +677,7 @@ CLASSES = (
     UVIDM_OT_generate, UVIDM_OT_cancel_generate, UVIDM_OT_find_faces, UVIDM_OT_pick_face, UVIDM_OT_import_result,
     UVIDM_OT_import_recent, UVIDM_OT_delete_result, UVIDM_OT_export_game, UVIDM_OT_check_backend,
     UVIDM_OT_setup_environment, UVIDM_OT_cancel_setup, UVIDM_OT_start_backend, UVIDM_OT_stop_backend,
+    UVIDM_OT_plan_models, UVIDM_OT_download_models, UVIDM_OT_cancel_model_download,
 )
 
 

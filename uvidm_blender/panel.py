@@ -7,7 +7,7 @@ import time
 import bpy
 
 from . import ADDON_ID, previews
-from .preferences import backend_key, environment_ready, get_preferences, results_root
+from .preferences import backend_key, environment_ready, get_preferences, last_health, results_root
 from .results import ResultError, ResultFolder, recent_results
 from .runtime import STATE
 from .text import wrapped_label
@@ -36,8 +36,7 @@ def setup_missing(prefs) -> str | None:
     if prefs.backend_mode == "CUSTOM_PYTHON" and not (prefs.python_path and os.path.isfile(
             bpy.path.abspath(prefs.python_path))):
         return "Set-up: choose the Python that runs the backend."
-    health = STATE.health if STATE.health_key == backend_key(prefs) else None
-    models = (health or {}).get("models") or {}
+    models = (last_health(prefs) or {}).get("models") or {}
     state = models.get("state")
     if state == "missing":
         names = models.get("missing") or []
@@ -135,7 +134,7 @@ class VIEW3D_PT_uvidm_advanced(_Sidebar, bpy.types.Panel):
         prefs = get_preferences(context)
         mode = {"LOCAL": "local", "CUSTOM_PYTHON": "local (own Python)", "REMOTE": "remote"}[prefs.backend_mode]
         layout.label(text=f"Backend: {mode}", icon="NETWORK_DRIVE")
-        health = STATE.health if STATE.health_key == backend_key(prefs) else None
+        health = last_health(prefs)
         if health is not None and health.get("device"):
             layout.label(text=f"Device: {health['device']}", icon="MEMORY")
             if health.get("device_warning"):

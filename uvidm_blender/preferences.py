@@ -23,7 +23,7 @@ from .backend import (
     serve_command,
     venv_python,
 )
-from .client import BackendError, Client, is_loopback, normalize_url
+from .client import BackendError, Client, is_loopback, normalize_url, size_text
 from .runtime import STATE
 from .text import wrapped_label
 
@@ -233,9 +233,10 @@ def draw_preferences(prefs, context, layout) -> None:
         box = _step(layout, 1, "Python", bool(prefs.python_path) and os.path.isfile(backend_python(prefs)))
         box.prop(prefs, "python_path")
     if prefs.backend_mode != "REMOTE":
-        box = _step(layout, 2, "Model Files", None)
+        box = _step(layout, 2, "Model Files", models_ready(prefs))
         box.prop(prefs, "model_folder")
         box.label(text=f"In use: {model_root(prefs)}", icon="FILE_FOLDER")
+        _draw_model_files(prefs, context, box)
         _draw_local_backend(prefs, context, _step(layout, 3, "Backend", STATE.backend.running or None))
     else:
         box = _step(layout, 1, "Remote Backend", STATE.backend_ok if STATE.backend_key == backend_key(prefs) else None)
@@ -247,11 +248,60 @@ def draw_preferences(prefs, context, layout) -> None:
             row = box.row()
             row.label(text=f"The local backend still runs (port {STATE.backend.port})", icon="INFO")
             row.operator("uvidm.stop_backend", text="Stop", icon="CANCEL")
+        _draw_model_files(prefs, context, _step(layout, 2, "Model Files (on the remote backend)", models_ready(prefs)))
     layout.prop(prefs, "results_folder")
     row = layout.row()
     row.operator("uvidm.check_backend", icon="QUESTION")
     if STATE.backend_text and STATE.backend_key == backend_key(prefs):
         wrapped_label(layout, context, STATE.backend_text, icon="CHECKMARK" if STATE.backend_ok else "ERROR")
+
+
+def last_health(prefs) -> dict | None:
+    """The chosen backend's last health answer (None when it has not answered since it was chosen)."""
+    return STATE.health if STATE.health_key == backend_key(prefs) else None
+
+
+def models_ready(prefs) -> bool | None:
+    """Are the backend's model files there and loaded? None: not known (the backend has not answered)."""
+    state = ((last_health(prefs) or {}).get("models") or {}).get("state")
+    return {"ready": True, "missing": False, "failed": False}.get(state)
+
+
+def _draw_model_files(prefs, context, box) -> None:
+    models = (last_health(prefs) or {}).get("models") or {}
+    download = STATE.model_download
+    if download is not None and not download.done:
+        box.progress(factor=download.progress, type="BAR", text=download.message)
+        box.operator("uvidm.cancel_model_download", text="Cancel Download", icon="CANCEL")
+        return
+    if download is not None and download.error:
+        wrapped_label(box, context, download.error, icon="ERROR")
+    if models.get("state") == "ready":
+        box.label(text="Ready: the backend has loaded them", icon="CHECKMARK")
+    elif models.get("state") == "missing":
+        names = models.get("missing") or []
+        wrapped_label(box, context, f"Missing: {', '.join(names) or 'model files'}", icon="ERROR")
+    elif models.get("state") == "failed":
+        wrapped_label(box, context, f"They do not load: {models.get('error') or 'no details'}", icon="ERROR")
+    elif not models:
+        box.label(text="Not checked yet: Check Backend, or Download Model Files (starts the backend)", icon="INFO")
+    plan = STATE.model_plan if STATE.plan_key == backend_key(prefs) else None
+    if plan is None:
+        box.operator("uvidm.plan_models", icon="IMPORT")
+        return
+    files = plan.get("files") or []
+    col = box.column(align=True)
+    col.label(text=f"{len(files)} file{'s' if len(files) != 1 else ''} from {plan.get('repository')} "
+                   f"({plan.get('revision')}), {size_text(plan.get('total_bytes') or 0)} in all:")
+    for item in files:
+        col.label(text=f"{item.get('name')}: {size_text(item.get('size') or 0)}", icon="DOT")
+    licences = box.box()
+    for paragraph in (plan.get("licences") or "").splitlines():
+        wrapped_label(licences, context, paragraph)
+    box.prop(context.window_manager.uvidm, "accept_licences")
+    row = box.row()
+    row.scale_y = 1.3
+    row.operator("uvidm.download_models", icon="IMPORT")
 
 
 def _step(layout, number: int, title: str, done: bool | None):

@@ -75,6 +75,9 @@ class UVIDM_PG_status(bpy.types.PropertyGroup):
     message: StringProperty(default="")
     is_error: BoolProperty(default=False)
     last_result: StringProperty(default="", subtype="DIR_PATH")
+    accept_licences: BoolProperty(
+        name="I accept these licences", default=False,
+        description="The model files are for non-commercial research (see the licence text above)")
 
 
 CLASSES = (UVIDM_PG_settings, UVIDM_PG_status)

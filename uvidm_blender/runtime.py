@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend import BackendProcess, CommandRunner, driver_cuda_version
+from .downloads import ModelDownload
 from .jobs import GenerateJob
 
 _UNKNOWN = ("unknown",)
@@ -33,6 +34,9 @@ class Runtime:
     faces: dict[tuple[str, str], FoundFaces] = field(default_factory=dict)  # by (photo, landmarks file)
     health: dict | None = None  # the last health answer of the backend `health_key` names
     health_key: tuple = ()
+    model_plan: dict | None = None  # GET /v1/models/plan's answer, shown before a download (for `plan_key`)
+    plan_key: tuple = ()
+    model_download: ModelDownload | None = None
     _driver_cuda: tuple = _UNKNOWN
 
     @property
@@ -49,6 +53,7 @@ class Runtime:
             self.generate = None  # the panel is free again at once, whatever the cancelled thread still does
         if self.setup is not None and self.setup.running:
             self.setup.cancel()
+        self.model_download = None  # the backend downloads; a remote one goes on, a local one stops below
         self.backend.stop()
 
 
