@@ -152,6 +152,8 @@ class UVIDM_OT_generate(bpy.types.Operator):
         if getattr(self, "_timer", None) is not None:
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
+        if not hasattr(context.window_manager, "uvidm"):  # the add-on was disabled while this ran
+            return {"CANCELLED"}
         job = getattr(self, "_job", None)
         if job is not None and job.health is not None:
             STATE.health, STATE.health_key = job.health, backend_key(get_preferences(context))

@@ -116,6 +116,11 @@ class VIEW3D_PT_uvidm(_Sidebar, bpy.types.Panel):
                 layout.label(text="Choose a photo to generate a head", icon="INFO")
             if status.message:
                 wrapped_label(layout.box(), context, status.message, icon="ERROR" if status.is_error else "INFO")
+        health = last_health(prefs)
+        if health is not None and health.get("device"):  # from the last Generate or Check Backend
+            layout.label(text=f"Runs on: {health['device']}", icon="MEMORY")
+            if health.get("device_warning"):
+                wrapped_label(layout, context, f"A GPU is not used: {health['device_warning']}", icon="ERROR")
         if not status.running and status.last_result:
             preview = os.path.join(status.last_result, "preview.png")
             if os.path.isfile(preview) and (icon := previews.icon_id(preview)):
@@ -134,11 +139,6 @@ class VIEW3D_PT_uvidm_advanced(_Sidebar, bpy.types.Panel):
         prefs = get_preferences(context)
         mode = {"LOCAL": "local", "CUSTOM_PYTHON": "local (own Python)", "REMOTE": "remote"}[prefs.backend_mode]
         layout.label(text=f"Backend: {mode}", icon="NETWORK_DRIVE")
-        health = last_health(prefs)
-        if health is not None and health.get("device"):
-            layout.label(text=f"Device: {health['device']}", icon="MEMORY")
-            if health.get("device_warning"):
-                wrapped_label(layout, context, f"A GPU is not used: {health['device_warning']}", icon="ERROR")
         row = layout.row(align=True)
         row.operator("uvidm.check_backend", icon="QUESTION")
         if STATE.backend.running:

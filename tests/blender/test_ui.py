@@ -157,7 +157,8 @@ def test_stale_backend_words_are_not_shown(scene, addon, backend):
     prefs.port = backend.port
     assert bpy.ops.uvidm.check_backend() == {"FINISHED"}
     ready = _module(addon, "runtime").STATE.backend_text
-    assert ready == " ".join(_labels(_draw(bpy.types.VIEW3D_PT_uvidm_advanced))[2:])  # wrapped, after the device
+    assert ready == " ".join(_labels(_draw(bpy.types.VIEW3D_PT_uvidm_advanced))[1:])  # wrapped, after the mode
+    assert "Runs on: cpu" in _labels(_draw(bpy.types.VIEW3D_PT_uvidm))
     prefs.backend_mode = "REMOTE"  # another backend: the old answer is not about it
     log = _draw(bpy.types.VIEW3D_PT_uvidm_advanced)
     assert not [label for label in _labels(log) if "ready" in label]
@@ -171,3 +172,15 @@ def test_setup_missing_opens_the_preferences(scene, addon):
     assert "Set-up: the backend's Python environment is not installed yet." in " ".join(_labels(log))
     (button,) = _calls(log, "preferences.addon_show")
     assert button[4].module == addon
+
+
+def test_the_panel_warns_about_an_unused_gpu(scene, addon, backend):
+    prefs = bpy.context.preferences.addons[addon].preferences
+    prefs.port = backend.port
+    assert bpy.ops.uvidm.check_backend() == {"FINISHED"}
+    runtime = _module(addon, "runtime")
+    assert runtime.STATE.health["device_warning"] is None  # no GPU on this machine: nothing to warn about
+    runtime.STATE.health = {**runtime.STATE.health, "device_warning": "an NVIDIA GPU is present but this torch "
+                                                                     "(2.13.0+cpu) is a CPU-only build"}
+    labels = " ".join(_labels(_draw(bpy.types.VIEW3D_PT_uvidm)))
+    assert "Runs on: cpu" in labels and "A GPU is not used: an NVIDIA GPU is present" in labels
