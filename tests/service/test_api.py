@@ -240,7 +240,7 @@ def test_openapi_schema_describes_the_api(serve, gate):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
     assert set(paths) == {"/v1/health", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events",
-                          "/v1/jobs/{job_id}/files/{name}", "/v1/jobs/{job_id}/archive"}
+                          "/v1/jobs/{job_id}/files/{name}", "/v1/jobs/{job_id}/archive", "/v1/faces"}
     submit = paths["/v1/jobs"]["post"]
     assert submit["description"] and {"202", "413", "415", "422", "429"} <= set(submit["responses"])
     form = schema["components"]["schemas"][submit["requestBody"]["content"]["multipart/form-data"]["schema"][
