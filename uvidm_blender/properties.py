@@ -26,9 +26,15 @@ def _sampler_changed(settings, _context) -> None:
         settings.steps = DEFAULT_STEPS[settings.sampler]
 
 
+def _faces_changed(settings, _context) -> None:
+    # A face number belongs to the photo (and landmarks file) it was picked on.
+    if settings.face_index != -1:
+        settings.face_index = -1
+
+
 class UVIDM_PG_settings(bpy.types.PropertyGroup):
     photo: StringProperty(name="Photo", description="A photo with a face (JPEG or PNG)", subtype="FILE_PATH",
-                          options=_RELATIVE_PATH)
+                          options=_RELATIVE_PATH, update=_faces_changed)
     face_index: IntProperty(
         name="Face", default=-1, min=-1, max=99,
         description="Which face when the photo shows several (Find Faces numbers them): -1 the largest, "
@@ -47,7 +53,7 @@ class UVIDM_PG_settings(bpy.types.PropertyGroup):
         items=[("photo", "As in Photo", "The expression of the photo"),
                ("neutral", "Neutral", "A neutral face: the mesh without the photo's expression")])
     landmarks_file: StringProperty(
-        name="Landmarks", subtype="FILE_PATH", options=_RELATIVE_PATH,
+        name="Landmarks", subtype="FILE_PATH", options=_RELATIVE_PATH, update=_faces_changed,
         description="Optional: a file with the faces' five points (eyes, nose tip, mouth corners) in photo "
                     "pixels, JSON or lines of 'x y'; given, it replaces face detection")
 

@@ -81,6 +81,8 @@ def test_found_faces_are_numbered_buttons(scene, addon, backend, photo, tmp_path
     # the overview is what the panel shows in place of the photo
     previews = _module(addon, "previews")
     assert any(key.startswith(f"{found.overview}:") for key in previews._collection.keys())
+    settings.landmarks_file = ""  # another source of faces: the number picked on the old one no longer holds
+    assert settings.face_index == -1 and "Face: the largest" in _labels(_draw(bpy.types.VIEW3D_PT_uvidm))
 
 
 def test_find_faces_without_a_detector_says_what_to_do(scene, addon, backend, photo):
