@@ -56,12 +56,13 @@ def backend(model_folder, tmp_path_factory):
 
 @pytest.fixture
 def start_backend(model_folder, tmp_path):
-    """start_backend(token=None, options=(), models=None, wait_for="ready") for a backend of its own."""
+    """start_backend(token=None, options=(), models=None, wait_for="ready", env=None) for a backend of its own."""
     started: list[LiveBackend] = []
 
     def start(token: str | None = None, options: tuple[str, ...] = (), models: Path | None = None,
-              wait_for: str = "ready") -> LiveBackend:
-        live = LiveBackend(models or model_folder, tmp_path / f"serve-{len(started)}", token=token, options=options)
+              wait_for: str = "ready", env: dict[str, str] | None = None) -> LiveBackend:
+        live = LiveBackend(models or model_folder, tmp_path / f"serve-{len(started)}", token=token, options=options,
+                           env=env or {})
         started.append(live)
         return live.start(wait_for)
 

@@ -31,6 +31,7 @@ class LiveBackend:
     workdir: Path
     token: str | None = None
     options: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -50,7 +51,7 @@ class LiveBackend:
                 "--jobs-dir", str(self.workdir / "jobs"), *self.options]
         if self.token:
             argv += ["--token", self.token]
-        env = {**os.environ, "PYTHONPATH": ""}
+        env = {**os.environ, "PYTHONPATH": "", **self.env}
         with open(self.workdir / "serve.log", "w") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=env)
