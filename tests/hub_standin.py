@@ -188,3 +188,22 @@ class HubStandIn:
 def release_files(root: Path) -> dict[str, Path]:
     """Every file under an official-layout folder, by its path in the repository."""
     return {path.relative_to(root).as_posix(): path for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def detector_archive(folder: Path) -> Path:
+    """insightface's buffalo_l.zip as its release lays it out, holding the stand-in models that find the faces
+    of the sample photo t1.jpg (devtools.face_models)."""
+    import zipfile
+
+    from pipeline.photos import fixture_landmarks, sample_photo
+
+    from uvidm_backend.devtools.face_models import known_faces, write_face_models
+    from uvidm_backend.pipeline.images import load_photo
+
+    models = write_face_models(folder / "buffalo_l", load_photo(sample_photo("t1.jpg")).pixels,
+                               known_faces(fixture_landmarks(), "t1.jpg"))
+    archive = folder / "buffalo_l.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for model in sorted(models.glob("*.onnx")):
+            zipped.write(model, model.name)
+    return archive

@@ -14,7 +14,7 @@ from uvidm_backend.pipeline.errors import ModelFilesMissing
 
 FULL_FILES = {"head_full.glb", "head_full.obj", "head_full.mtl", "head_full_skin.png", "head_full_sclera_L.png",
               "head_full_sclera_R.png", "head_full_iris_L.png", "head_full_iris_R.png"}
-COMMON = {"albedo.png", "albedo_model.png", "preview.png", "result.json"}
+COMMON = {"albedo.png", "albedo_model.png", "albedo_model_matched.png", "preview.png", "result.json"}
 
 
 def _options(**extra):

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hub_standin import COMMIT, HubStandIn, release_files
+from hub_standin import COMMIT, HubStandIn, detector_archive, release_files
 
 from uvidm_backend.devtools.model_folder import write_official_release
 from uvidm_backend.model_files.sources import FRONT_MASK_PATH, OFFICIAL_CODE_COMMIT, OFFICIAL_CODE_REPOSITORY
@@ -258,22 +258,8 @@ def test_the_full_head_from_a_checkout_is_recorded_with_the_other_files(release,
 
 @pytest.fixture(scope="module")
 def detector_zip(tmp_path_factory) -> Path:
-    """insightface's buffalo_l.zip as the release lays it out, holding the stand-in models that find t1.jpg's faces."""
-    import zipfile
-
     pytest.importorskip("onnx")
-    from pipeline.photos import fixture_landmarks, sample_photo
-
-    from uvidm_backend.devtools.face_models import known_faces, write_face_models
-    from uvidm_backend.pipeline.images import load_photo
-
-    folder = tmp_path_factory.mktemp("buffalo") / "buffalo_l"
-    write_face_models(folder, load_photo(sample_photo("t1.jpg")).pixels, known_faces(fixture_landmarks(), "t1.jpg"))
-    archive = folder.parent / "buffalo_l.zip"
-    with zipfile.ZipFile(archive, "w") as zipped:
-        for model in sorted(folder.glob("*.onnx")):
-            zipped.write(model, model.name)
-    return archive
+    return detector_archive(tmp_path_factory.mktemp("buffalo"))
 
 
 def test_the_first_run_downloads_everything_then_makes_a_head_offline(release, detector_zip, tmp_path):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -82,3 +86,75 @@ def gate(pipeline):
     event.set()
 
 
+
+
+class SmallDisk:
+    """A folder on a nearly full file system. `fill(free)` leaves about `free` bytes, `empty()` undoes it.
+
+    A 2 MiB tmpfs where the test may mount one (root with CAP_SYS_ADMIN): the kernel's own ENOSPC.
+    Elsewhere a plain folder, and while filled every write into it through the backend's one write path
+    (output_folder.write_bytes) fails at the write call with ENOSPC, as on a full disk.
+    """
+
+    def __init__(self, path: Path, mounted: bool):
+        self.path = path
+        self.mounted = mounted
+        self.filled = False
+        self._filler = path / "filler"
+
+    def fill(self, free: int = 0) -> None:
+        if self.mounted:
+            stats = os.statvfs(self.path)
+            with open(self._filler, "ab") as filler:
+                filler.write(bytes(max(0, stats.f_bavail * stats.f_frsize - free)))
+        self.filled = True
+
+    def empty(self) -> None:
+        self._filler.unlink(missing_ok=True)
+        self.filled = False
+
+
+class _NoSpaceFile:
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def _mount_tmpfs(path: Path) -> bool:
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)], capture_output=True)
+    return result.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from uvidm_backend.pipeline import output_folder
+
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    disk = SmallDisk(path, _mount_tmpfs(path))
+    if not disk.mounted:
+        real_open = open
+
+        def full_open(file, mode="r", *args, **kwargs):
+            handle = real_open(file, mode, *args, **kwargs)
+            inside = Path(file).resolve().is_relative_to(path.resolve())
+            return _NoSpaceFile(handle) if disk.filled and inside and ("w" in mode or "x" in mode) else handle
+
+        monkeypatch.setattr(output_folder, "open", full_open, raising=False)
+    yield disk
+    if disk.mounted:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import uvicorn
 
+from uvidm_backend.service.server import build_server
 from uvidm_backend.service.settings import ServiceSettings
 
 SMALL_OPTIONS = {"steps": "2", "texture_size": "256"}
@@ -42,12 +48,12 @@ class LiveServer:
     clients: list[httpx.Client] = field(default_factory=list)
 
     def start(self) -> LiveServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))  # bound before the thread starts: no port race
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.bind((self.settings.host, 0))  # bound before the thread starts: no port race
         self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=5)
-        self.server = uvicorn.Server(config)
+        self.url = self.settings.url.rsplit(":", 1)[0] + f":{self.port}"
+        self.server = build_server(self.app, self.settings)  # the timeouts and shutdown of `uvidm serve`
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -100,3 +106,41 @@ def raw_status(port: int, method: str, target: str, headers: dict[str, str] | No
         while chunk := sock.recv(65536):
             data += chunk
     return int(data.split(b" ", 2)[1])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(model_paths, jobs_dir, *options: str, host: str = "127.0.0.1", ready_state: str = "ready",
+                  env: dict[str, str] | None = None) -> Iterator[tuple[Any, str]]:
+    """`uvidm serve` in a subprocess on a free port, waited for until its models are in `ready_state`:
+    (process, url). Whatever it printed is in `process.output` once the block ends (it is stopped if still
+    running)."""
+    port = free_port(host.strip("[]"))
+    command = [sys.executable, "-m", "uvidm_backend.commands.serve", "--weights", str(model_paths.weights),
+               "--bfm", str(model_paths.bfm), "--device", "cpu", "--host", host, "--port", str(port),
+               "--jobs-dir", str(jobs_dir), *options]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "UVIDM_TOKEN": "", **(env or {})})
+    bare = host.strip("[]")
+    url = f"http://{f'[{bare}]' if ':' in bare else bare}:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=5).json()["models"]["state"] == ready_state:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service did not get ready"
+            time.sleep(0.2)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.output = process.communicate(timeout=30)[0].decode()

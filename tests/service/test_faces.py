@@ -48,7 +48,7 @@ def test_faces_errors_in_words(serve, photo):
                                           "landmarks_file": ("l.json", json.dumps([[1, 2]]).encode(), "text/plain")})
     assert bad.status_code == 422 and "five" in bad.json()["detail"]
     not_image = client.post("/v1/faces", files={"photo": ("a.jpg", b"hello", "image/jpeg")})
-    assert not_image.status_code == 400
+    assert not_image.status_code == 415  # as POST /v1/jobs answers it
 
 
 def test_faces_needs_the_token(serve, photo):

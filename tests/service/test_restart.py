@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import json
 import signal
-import socket
-import subprocess
-import sys
+import threading
 import time
 
 import httpx
-from service.live import wait_for
+from service.live import serve_process, wait_for
 
 from uvidm_backend.service.jobs import OUTPUT_FILES
 
@@ -53,42 +51,16 @@ def test_restart_keeps_finished_results(serve, gate, tmp_path, small_photo):
     assert wait_for(client, new["id"])["state"] == "done"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_killed_service_marks_its_running_job_failed(serve, tmp_path, model_paths, small_photo):
     """`uvidm serve` in a subprocess, killed (SIGKILL) in the middle of a job, then started again."""
-    jobs_dir, port = tmp_path / "jobs", _free_port()
-    command = [sys.executable, "-m", "uvidm_backend.commands.serve", "--weights", str(model_paths.weights),
-               "--bfm", str(model_paths.bfm), "--device", "cpu", "--port", str(port), "--jobs-dir", str(jobs_dir)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "UVIDM_TOKEN": ""})
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, process.stdout.read().decode()
-                try:
-                    if client.get("/v1/health").json()["models"]["state"] == "ready":
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the service did not get ready"
-                time.sleep(0.2)
-            files, data = small_photo.form(steps=500)
-            job = client.post("/v1/jobs", files=files, data=data).json()
-            queued = client.post("/v1/jobs", files=files, data=data).json()
-            wait_for(client, job["id"], states=("running",), stage="diffusion")
-            process.send_signal(signal.SIGKILL)
-            process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
-        process.stdout.close()
+    jobs_dir = tmp_path / "jobs"
+    with serve_process(model_paths, jobs_dir) as (process, url), httpx.Client(base_url=url, timeout=60) as client:
+        files, data = small_photo.form(steps=500)
+        job = client.post("/v1/jobs", files=files, data=data).json()
+        queued = client.post("/v1/jobs", files=files, data=data).json()
+        wait_for(client, job["id"], states=("running",), stage="diffusion")
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
 
     client = serve(jobs_dir=jobs_dir).client()
     failed = client.get(f"/v1/jobs/{job['id']}").json()
@@ -97,3 +69,43 @@ def test_killed_service_marks_its_running_job_failed(serve, tmp_path, model_path
     assert client.get(f"/v1/jobs/{queued['id']}").json()["state"] == "failed"
     assert sorted(path.name for path in (jobs_dir / job["id"]).iterdir() if not path.name.startswith(".")) == [
         "job.json"]
+
+
+def test_ctrl_c_ends_event_streams_and_stops_at_once(tmp_path, model_paths, small_photo):
+    """SIGINT with open event streams on a running and a queued job, as the audit did (8.1 s, no `end`)."""
+    with serve_process(model_paths, tmp_path / "jobs") as (process, url), httpx.Client(base_url=url) as client:
+        files, data = small_photo.form(steps=500)
+        running = client.post("/v1/jobs", files=files, data=data).json()
+        queued = client.post("/v1/jobs", files=files, data=data).json()
+        wait_for(client, running["id"], states=("running",), stage="diffusion")
+        ends, opened = {}, threading.Barrier(3)
+
+        def follow(job_id: str) -> None:
+            with httpx.Client(base_url=url, timeout=30) as stream_client, \
+                    stream_client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+                opened.wait()
+                name = None
+                for line in response.iter_lines():
+                    name = line[len("event: "):] if line.startswith("event: ") else name
+                    if line.startswith("data: ") and name == "end":
+                        ends[job_id] = (time.monotonic(), json.loads(line[len("data: "):]))
+                        return
+
+        threads = [threading.Thread(target=follow, args=(job["id"],)) for job in (running, queued)]
+        for thread in threads:
+            thread.start()
+        opened.wait(30)
+        time.sleep(0.5)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+        exited = time.monotonic() - interrupted
+        for thread in threads:
+            thread.join(10)
+    assert sorted(ends) == sorted([running["id"], queued["id"]]), "every stream must get its `end`"
+    assert max(at for at, _ in ends.values()) - interrupted < 1.0
+    assert ends[queued["id"]][1]["state"] == "queued"
+    # The exit itself waits for the running job's next step and the interpreter's teardown (seconds on a
+    # loaded machine); the bound catches a stop that hangs on the streams.
+    assert process.returncode == 0 and exited < 15, (process.returncode, exited, process.output)
+    assert "Traceback" not in process.output and process.output.endswith("uvidm serve: stopped\n")

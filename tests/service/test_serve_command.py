@@ -36,13 +36,14 @@ def test_cli_refuses_other_addresses_without_a_token(host, monkeypatch, capsys, 
 def test_a_token_allows_other_addresses(how, monkeypatch, capsys, tmp_path):
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     argv = ["--host", "0.0.0.0", "--weights", str(tmp_path / "w"), "--bfm", str(tmp_path / "b")]
+    token = "t0ken-of-20-chars-xx"
     if how == "option":
-        argv += ["--token", "t0ken"]
+        argv += ["--token", token]
     else:
-        monkeypatch.setenv(TOKEN_ENV, "t0ken")
+        monkeypatch.setenv(TOKEN_ENV, token)
     args = parse(*argv)
     settings = serve.settings_from_args(args)
-    assert settings.token == "t0ken"
+    assert settings.token == token
     settings.check_exposure()
     # Past the exposure check, the missing model files stop it, with what to do.
     assert args.run(args) == 1
@@ -75,3 +76,30 @@ def test_fast_mode_option():
     assert parse("--fast", "compile").fast == "compile"
     with pytest.raises(SystemExit):
         parse("--fast", "turbo")
+
+
+@pytest.mark.parametrize("token", ["x", "t0ken", "a" * 15])
+def test_short_tokens_are_refused_off_loopback(token, monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    args = parse("--host", "0.0.0.0", "--token", token, "--jobs-dir", str(tmp_path), "--weights", str(tmp_path / "w"))
+    assert args.run(args) == 2
+    message = capsys.readouterr().err
+    assert f"a token of {len(token)} characters" in message and "at least 16" in message
+    assert not any(tmp_path.iterdir())
+    ServiceSettings(host="127.0.0.1", token=token).check_exposure()  # on loopback any token guards
+
+
+def test_network_options():
+    args = parse("--host", "[::1]", "--allow-host", "studio.local", "--allow-host", "[fe80::1]",
+                 "--allow-origin", "http://localhost:3000/", "--header-timeout", "3", "--body-timeout", "30")
+    settings = serve.settings_from_args(args)
+    assert settings.host == "::1" and settings.url == "http://[::1]:8765"
+    assert settings.allow_hosts == ("studio.local", "fe80::1")
+    assert settings.allow_origins == ("http://localhost:3000",)
+    assert (settings.header_timeout_s, settings.body_timeout_s) == (3.0, 30.0)
+    defaults = serve.settings_from_args(parse())
+    assert defaults.allow_hosts == () and defaults.allow_origins == () and defaults.url == "http://127.0.0.1:8765"
+    for bad in ({"allow_origins": ("localhost:3000",)}, {"header_timeout_s": 0}, {"body_timeout_s": -1},
+                {"decode_budget_bytes": 1024}):
+        with pytest.raises(SettingsError):
+            ServiceSettings(**bad)

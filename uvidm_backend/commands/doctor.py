@@ -57,14 +57,15 @@ def checks(args: argparse.Namespace) -> list[tuple[bool, str, str]]:
     missing = paths.missing()
     rows.append((not missing,
                  "model files: " + ("all found" if not missing else "missing " + ", ".join(f.name for f in missing)),
-                 "" if not missing else f"uvidm weights download --weights {paths.weights} --bfm {paths.bfm}"))
+                 "" if not missing else f"uvidm weights download --weights {paths.weights} --bfm {paths.bfm} "
+                                       "(or --from DIR: an official release folder you have)"))
     rows += official_texture_files(paths)
     from uvidm_backend.pipeline.faces import LANDMARK_MODEL_FILE
 
     detector_dir = paths.insightface_root / "models" / INSIGHTFACE_MODEL
     rows.append((detector_dir.is_dir(), f"face detector {INSIGHTFACE_MODEL}: "
                  + ("found" if detector_dir.is_dir() else f"not in {detector_dir}"),
-                 "" if detector_dir.is_dir() else "uvidm weights download (insightface fetches it)"))
+                 "" if detector_dir.is_dir() else "uvidm weights download (it puts buffalo_l in the model folder)"))
     if detector_dir.is_dir() and not (detector_dir / LANDMARK_MODEL_FILE).is_file():
         rows.append((False, f"68 landmarks: {LANDMARK_MODEL_FILE} is not in {detector_dir}; faces are aligned by "
                             "the detector's five points, not as the official preprocessing does",

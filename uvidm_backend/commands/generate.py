@@ -95,6 +95,7 @@ def run_generate(args: argparse.Namespace) -> int:
         select_face,
         sort_left_to_right,
     )
+    from uvidm_backend.pipeline.output_folder import is_disk_full
     from uvidm_backend.pipeline.pipeline import Pipeline
 
     try:
@@ -139,10 +140,12 @@ def run_generate(args: argparse.Namespace) -> int:
                     options = GenerateOptions(**{**base_options.to_dict(), "landmarks": face.landmarks.tolist(),
                                                  "face_index": faces.index(face)})
                 pipeline.generate_to_folder(photo, folder, options, progress, overwrite=args.overwrite)
-            except (UVIDMError, FileExistsError) as error:
+            except (UVIDMError, OSError) as error:  # one photo's failure, a full disk included, stops only it
                 failures += 1
                 bar.set_postfix_str("failed")
-                tqdm.write(f"{photo}: {error}")
+                reason = (f"no space left on the disk of {args.output} (nothing of this photo was kept): free some "
+                          "space and run it again" if is_disk_full(error) else str(error))
+                tqdm.write(f"{photo}: {reason}")
                 continue
         print(f"{photo} -> {folder}")
     if failures:

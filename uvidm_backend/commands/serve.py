@@ -42,6 +42,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="largest photo upload in MB (default: %(default)s)")
     parser.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
                         help="largest photo in megapixels, at most the default (default: %(default)g)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a host name clients may use besides localhost and the bound address (the Host "
+                             "header; repeat for more, '*' for any); others get 403")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a web page origin (such as http://localhost:3000) allowed to call the API, with "
+                             "CORS (repeat for more, '*' for any); requests from other pages get 403")
+    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                        help="seconds a request's headers may take to arrive (default: %(default)g)")
+    parser.add_argument("--body-timeout", type=float, default=120.0, metavar="S",
+                        help="seconds a request's body (the upload) may take to arrive (default: %(default)g)")
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
     add_fast_option(parser)
     parser.set_defaults(run=run_serve)
@@ -51,7 +61,9 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
     return ServiceSettings(host=args.host, port=args.port, token=args.token or os.environ.get(TOKEN_ENV),
                            jobs_dir=args.jobs_dir or default_jobs_dir(), queue_capacity=args.queue_capacity,
                            keep_hours=args.keep_hours, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                           max_pixels=round(args.max_megapixels * 1e6))
+                           max_pixels=round(args.max_megapixels * 1e6), allow_hosts=tuple(args.allow_host),
+                           allow_origins=tuple(args.allow_origin), header_timeout_s=args.header_timeout,
+                           body_timeout_s=args.body_timeout)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -63,15 +75,15 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     paths = model_paths(args)
     missing = paths.missing()
-    if missing:
-        print(f"uvidm serve: model files missing: {', '.join(file.name for file in missing)}. Get them with "
-              f"`uvidm weights download --weights {paths.weights} --bfm {paths.bfm}`", file=sys.stderr)
-        return 1
+    if missing:  # the service still starts: health says what is missing, POST /v1/models/download gets it
+        print(f"uvidm serve: model files missing: {', '.join(file.name for file in missing)}. Jobs wait until "
+              f"they are there: POST /v1/models/download, or `uvidm weights download --weights {paths.weights} "
+              f"--bfm {paths.bfm}`", file=sys.stderr)
 
     try:
-        import uvicorn
-
         from uvidm_backend.service.app import create_app
+        from uvidm_backend.service.model_download import ModelDownloads
+        from uvidm_backend.service.server import build_server
         from uvidm_backend.service.worker import ModelHolder
     except ImportError as error:  # the service's packages are not needed by the other commands
         print(f"uvidm serve: {error.name or error} is not installed: pip install fastapi uvicorn python-multipart",
@@ -84,13 +96,16 @@ def run_serve(args: argparse.Namespace) -> int:
         # "auto": serve at once in graph mode, and at compile mode's speed once compiled in the background.
         return Pipeline.load(paths, device=args.device, fast=args.fast, background_compile=args.fast == "auto")
 
-    app = create_app(settings, ModelHolder(load=load))
-    print(f"uvidm serve: http://{settings.host}:{settings.port} (API docs at /docs), jobs in {settings.jobs_dir}"
+    holder = ModelHolder(load=load, missing=lambda: [file.name for file in paths.missing()])
+    app = create_app(settings, holder, downloads=ModelDownloads(paths, on_installed=holder.start))
+    print(f"uvidm serve: {settings.url} (API docs at /docs), jobs in {settings.jobs_dir}"
           + (", token required" if settings.token else ""), flush=True)
     verbose = getattr(args, "verbose", False)
-    # Bounded graceful shutdown: open event streams must not keep Ctrl-C waiting.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if verbose else "warning",
-                access_log=verbose, timeout_graceful_shutdown=5)
+    try:
+        build_server(app, settings, log_level="info" if verbose else "warning", access_log=verbose).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for; the stop was clean
+        pass
+    print("uvidm serve: stopped", flush=True)
     return 0
 
 

@@ -122,7 +122,7 @@ def ask_consent(accepted: bool, text: str) -> bool:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from uvidm_backend.model_files.install import install, plan_folder, plan_hub
+    from uvidm_backend.model_files.install import install, install_full_head, plan_folder, plan_hub
     from uvidm_backend.model_files.licences import licence_text
     from uvidm_backend.model_files.sources import ModelSourceError, hub_endpoint
     from uvidm_backend.model_files.transfer import Progress
@@ -154,7 +154,7 @@ def run_download(args: argparse.Namespace) -> int:
         return 2
     report = _install_with_bars(install, plan, paths, Progress)
     if full_head:
-        _install_full_head(paths, args.full_head_from, report)
+        install_full_head(paths, args.full_head_from, report)
     for entry in report.placed:
         print(f"ok  {entry.name} ({human_size(entry.size)}, sha256 {entry.sha256[:12]})")
     for name, reason in report.failures.items():
@@ -180,28 +180,6 @@ def _install_with_bars(install, plan, paths, progress_class):
         return install(plan, paths, progress_class(plan.total_bytes, on_change, show_bars=True))
     finally:
         total.close()
-
-
-def _install_full_head(paths: ModelPaths, source: Path | None, report) -> None:
-    """The ICT FaceKit into weights/ict_facekit, recorded in weights/models.json like every other file."""
-    from uvidm_backend.fullhead.download import ICT_COMMIT, ICT_REPOSITORY, download_full_head
-    from uvidm_backend.fullhead.files import full_head_folder
-    from uvidm_backend.fullhead.ict_files import ICTFileError
-    from uvidm_backend.model_files.manifest import entry_for, record
-
-    folder = full_head_folder(paths)
-    try:
-        fetched = download_full_head(folder, source_dir=source)
-    except ICTFileError as error:
-        report.failures["ICT FaceKit"] = str(error)
-        return
-    entries = [entry_for(paths.weights, folder / item.name, source="folder" if source else "github",
-                         origin=str(source) if source else ICT_REPOSITORY,
-                         path=item.name if item.name == "LICENSE" else f"FaceXModel/{item.name}",
-                         revision=None if source else ICT_COMMIT, commit=None if source else ICT_COMMIT,
-                         sha256=item.sha256) for item in fetched]
-    record(paths.weights, entries)
-    report.placed += entries
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -99,7 +99,8 @@ def _download(url: str, target: Path) -> None:
     try:
         http_download(url, target, Progress(0))
     except TransferError as error:
-        raise FullHeadDownloadError(url, f"cannot be downloaded ({error}); run the command again to resume") from error
+        problem = str(error).removeprefix(f"{url}: ")
+        raise FullHeadDownloadError(url, f"{problem}; download again to resume") from error
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -158,7 +158,7 @@ def install(plan: DownloadPlan, paths: ModelPaths, progress: Progress) -> Instal
             else:
                 report.placed.append(_install_file(planned, plan.listing, paths, progress))
         except TransferError as error:
-            report.failures[planned.name] = f"{error}; run the command again to resume"
+            report.failures[planned.name] = f"{error}; download again to resume"
         except (ModelFileInvalid, ModelSourceError) as error:
             report.failures[planned.name] = str(error)
             log.warning("%s", error)
@@ -234,7 +234,7 @@ def _from_hub(listing: HubListing, path: str, staged: Path, progress: Progress) 
         return http_download(url, staged, progress, expected_size=listing.files[path],
                              expected_sha256=listing.sha256.get(path), headers=build_hf_headers())
     except TransferError as error:
-        raise ModelSourceError(f"{path}: {error}; run the command again to resume") from error
+        raise ModelSourceError(f"{path}: {error}; download again to resume") from error
 
 
 def _install_detector(planned: PlannedFile, paths: ModelPaths, progress: Progress) -> list[ManifestEntry]:
@@ -270,3 +270,24 @@ def _discard(paths: ModelPaths, name: str) -> None:
         if (folder / name).is_file():
             (folder / name).unlink()
             forget(folder, name)
+
+
+def install_full_head(paths: ModelPaths, source: Path | None, report: InstallReport) -> None:
+    """The ICT FaceKit into weights/ict_facekit, recorded in weights/models.json like every other file."""
+    from uvidm_backend.fullhead.download import ICT_COMMIT, ICT_REPOSITORY, download_full_head
+    from uvidm_backend.fullhead.files import full_head_folder
+    from uvidm_backend.fullhead.ict_files import ICTFileError
+
+    folder = full_head_folder(paths)
+    try:
+        fetched = download_full_head(folder, source_dir=source)
+    except ICTFileError as error:
+        report.failures["ICT FaceKit"] = str(error)
+        return
+    entries = [entry_for(paths.weights, folder / item.name, source="folder" if source else "github",
+                         origin=str(source) if source else ICT_REPOSITORY,
+                         path=item.name if item.name == "LICENSE" else f"FaceXModel/{item.name}",
+                         revision=None if source else ICT_COMMIT, commit=None if source else ICT_COMMIT,
+                         sha256=item.sha256) for item in fetched]
+    record(paths.weights, entries)
+    report.placed += entries

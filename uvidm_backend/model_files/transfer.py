@@ -103,7 +103,7 @@ def http_download(url: str, target: Path, progress: Progress, *, expected_sha256
             partial.unlink()
             return http_download(url, target, progress, expected_sha256=expected_sha256, expected_size=expected_size,
                                  headers=headers)
-        raise TransferError(f"{url}: HTTP {error.code} {error.reason}") from error
+        raise TransferError(f"{url}: the server answered {error.code} {error.reason}") from error
     except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
         raise TransferError(f"{url}: cannot be reached ({getattr(error, 'reason', error)})") from error
     with response:
@@ -111,7 +111,9 @@ def http_download(url: str, target: Path, progress: Progress, *, expected_sha256
             have = 0
         length = response.headers.get("Content-Length")
         size = expected_size or ((int(length) + have) if length else 0)
-        progress.file_total = progress.file_total or size
+        if not progress.file_total and size:  # a file of unknown size until now: the total grows by it
+            progress.file_total = size
+            progress.total_bytes += size
         progress.advance(have)
         bar = progress.bar_class()(total=size or None, initial=have, unit="B", unit_scale=True, desc=target.name)
         try:

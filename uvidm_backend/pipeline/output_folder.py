@@ -4,11 +4,13 @@
 `write_bytes`, `write_png` and `write_json` (data first, then path) write a file under a temporary name in
 the same folder and `os.replace` it over the target. A crash, a cancelled job or a full disk leaves
 either the old result or the new one, never a mixture (a reader such as the Blender add-on may be
-watching the folder). Nothing here corresponds to official UV-IDM code.
+watching the folder); a full disk raises `DiskFull`, naming the folder. Nothing here corresponds to
+official UV-IDM code.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -30,6 +32,26 @@ log = logging.getLogger(__name__)
 PARTIAL_MARK = ".partial-"  # `.<name>.partial-<random>`: a folder being written
 OLD_MARK = ".old-"  # `.<name>.old-<random>`: a replaced folder about to be deleted
 TMP_MARK = ".tmp-"  # `.<name>.tmp-<random>`: a file being written
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """A write failed for lack of space (or of quota), not for a reason the user must look into."""
+    return isinstance(error, OSError) and error.errno in NO_SPACE
+
+
+class DiskFull(UVIDMError, OSError):
+    """No space left (or the quota reached) on the disk of `folder`; nothing was left half-written.
+
+    An OSError (errno ENOSPC), so code that survives failed writes survives this one too."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.message = f"no space left on the disk of {folder}: free some space and try again"
+        super().__init__(errno.ENOSPC, self.message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class OutputFolderExists(UVIDMError, FileExistsError):
@@ -65,8 +87,11 @@ def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in NO_SPACE and not isinstance(error, DiskFull):
+            folder = path.parent.parent if PARTIAL_MARK in path.parent.name else path.parent
+            raise DiskFull(folder) from error
         raise
     return path
 
@@ -167,15 +192,21 @@ class OutputFolder:
             raise RuntimeError("an OutputFolder can be entered only once")
         self._check_target()
         missing = [p for p in (self.target.parent, *self.target.parent.parents) if not p.exists()]
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self._created_parents = missing  # deepest first
-        while True:
-            candidate = _random_sibling(self.target, PARTIAL_MARK)
-            try:
-                candidate.mkdir()  # not tempfile.mkdtemp: its 0o700 mode would stick to the result
-            except FileExistsError:
-                continue
-            break
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self._created_parents = missing  # deepest first
+            while True:
+                candidate = _random_sibling(self.target, PARTIAL_MARK)
+                try:
+                    candidate.mkdir()  # not tempfile.mkdtemp: its 0o700 mode would stick to the result
+                except FileExistsError:
+                    continue
+                break
+        except OSError as error:
+            self._remove_created_parents()
+            if error.errno in NO_SPACE:
+                raise DiskFull(self.target.parent) from error
+            raise
         self._path = candidate
         log.debug("writing %s into %s", self.target, candidate)
         return self
@@ -231,6 +262,8 @@ class OutputFolder:
         for parent in self._created_parents:
             try:
                 parent.rmdir()
+            except FileNotFoundError:
+                continue  # never made: the mkdir failed below it
             except OSError:
                 break
         self._created_parents = []

@@ -7,9 +7,10 @@ One folder per job under the jobs folder, named by the job's random id:
     <jobs_dir>/<id>/output/      what the pipeline wrote (the files of docs/API.md)
 
 Records survive a restart; jobs that were queued or running when the service stopped are marked
-failed on the next start (their upload is gone with the process's queue). Finished jobs expire
-`keep_hours` after they finished. Only folders whose names match the job-id pattern are ever read
-or deleted, so a jobs folder pointed at the wrong place loses nothing else.
+failed on the next start (their upload is gone with the process's queue), and folders without a
+record (a submission cut short) are removed. Finished jobs expire `keep_hours` after they finished.
+Only folders whose names match the job-id pattern are ever read or deleted, so a jobs folder pointed
+at the wrong place loses nothing else. A submission that finds the disk full leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from uvidm_backend.pipeline.output_folder import DiskFull, is_disk_full, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +68,8 @@ def safe_file_name(name: str | None, default: str = "photo") -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, then rename: readers see the old or the new record."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=1)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Readers see the old or the new record, never a part (output_folder.write_bytes: temporary name, rename)."""
+    write_bytes(json.dumps(data, indent=1).encode("utf-8"), path)
 
 
 def _remove(path: Path) -> None:
@@ -94,6 +87,18 @@ class QueueFull(Exception):
         self.capacity = capacity
         self.retry_after = retry_after
         super().__init__(f"the queue is full ({capacity} jobs waiting); try again in about {retry_after} s")
+
+
+class Reservation:
+    """A place in the queue held for one submission while its photo is checked: `JobStore.create` uses it,
+    `release` gives it back (both at most once; release after create does nothing)."""
+
+    def __init__(self, store: JobStore):
+        self._store = store
+        self.held = True
+
+    def release(self) -> None:
+        self._store._release(self)
 
 
 @dataclass
@@ -180,7 +185,7 @@ class JobStore:
         """Loads the records on disk; jobs the last process left queued or running become failed."""
         self.root.mkdir(parents=True, exist_ok=True)
         now = time.time()
-        interrupted = 0
+        interrupted, orphans = 0, 0
         for folder in sorted(self.root.iterdir()):
             if not folder.is_dir() or not valid_job_id(folder.name) or folder.name in self._jobs:
                 continue
@@ -189,7 +194,11 @@ class JobStore:
                 if job.id != folder.name:
                     raise ValueError(f"record names job {job.id!r}")
             except FileNotFoundError:
-                continue  # a submission cut short before its record was written: nothing to show
+                # A submission cut short before its record was written (a crash, a full disk): it holds
+                # nothing but the user's photo, which no job will ever read.
+                _remove(folder)
+                orphans += 1
+                continue
             except (OSError, ValueError, KeyError, TypeError) as error:
                 log.warning("skipping job folder %s: unreadable record (%s)", folder, error)
                 continue
@@ -200,7 +209,10 @@ class JobStore:
                              "submit the photo again")
                 job.files = []
                 interrupted += 1
-                write_json_atomic(folder / RECORD, job.record())
+                try:
+                    write_json_atomic(folder / RECORD, job.record())
+                except OSError as error:  # a full disk: the record says 'running' until the next start
+                    log.error("could not mark job %s failed on disk: %s", job.id, error)
                 for entry in folder.iterdir():  # the upload, half-written output folders, stray temporary files
                     if entry.name != RECORD:
                         _remove(entry)
@@ -210,6 +222,9 @@ class JobStore:
             self._jobs[job.id] = job
         if interrupted:
             log.warning("%d job(s) were interrupted by the last shutdown and are marked failed", interrupted)
+        if orphans:
+            log.warning("removed %d orphaned job folder(s) without a record (submissions cut short) from %s",
+                        orphans, self.root)
         return interrupted
 
     # -- submission and queue -----------------------------------------------------------------------
@@ -219,30 +234,47 @@ class JobStore:
             mean = sum(self._durations) / len(self._durations) if self._durations else 10.0
         return int(min(3600, max(1, math.ceil(mean))))
 
-    def create(self, photo: bytes, photo_name: str, extension: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Stores the upload and queues the job; raises QueueFull."""
+    def reserve(self) -> Reservation:
+        """Holds a queue place for a submission before its photo is read; raises QueueFull."""
         with self._condition:
-            if len(self._queue) + self._reserved >= self.capacity:
-                full = True
-            else:
-                full = False
+            if len(self._queue) + self._reserved < self.capacity:
                 self._reserved += 1
-        if full:
-            raise QueueFull(self.capacity, self.retry_after())
+                return Reservation(self)
+        raise QueueFull(self.capacity, self.retry_after())
+
+    def _release(self, reservation: Reservation) -> None:
+        with self._condition:
+            if reservation.held:
+                reservation.held = False
+                self._reserved -= 1
+
+    def create(self, photo: bytes, photo_name: str, extension: str, options: dict[str, Any],
+               reservation: Reservation | None = None) -> dict[str, Any]:
+        """Stores the upload and queues the job in the reserved place (reserved now when none is given).
+
+        Raises QueueFull, or DiskFull when the upload or the record does not fit: the folder is removed.
+        """
+        reservation = reservation or self.reserve()
+        if not reservation.held:
+            raise ValueError("this queue place was given back or used already")
+        job_id = secrets.token_urlsafe(16)
+        folder = self.job_dir(job_id)
         try:
-            job_id = secrets.token_urlsafe(16)
-            folder = self.job_dir(job_id)
             (folder / UPLOAD).mkdir(parents=True)
             name = safe_file_name(photo_name)
             stem = name.rsplit(".", 1)[0] if "." in name else name
-            (folder / UPLOAD / f"{stem or 'photo'}.{extension}").write_bytes(photo)
+            write_bytes(photo, folder / UPLOAD / f"{stem or 'photo'}.{extension}")
             job = Job(id=job_id, photo_name=name, options=options, created=time.time())
             write_json_atomic(folder / RECORD, job.record())
-        except BaseException:
-            with self._condition:
-                self._reserved -= 1
+        except BaseException as error:
+            reservation.release()
+            if os.path.lexists(folder):
+                _remove(folder)  # nothing half-stored stays: no record, no photo without a job
+            if is_disk_full(error) and not isinstance(error, DiskFull):
+                raise DiskFull(self.root) from error
             raise
         with self._condition:
+            reservation.held = False
             self._reserved -= 1
             self._jobs[job_id] = job
             self._queue.append(job_id)

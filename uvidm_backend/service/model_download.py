@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from uvidm_backend.model_files.install import DownloadPlan, install, plan_hub
+from uvidm_backend.model_files.install import DownloadPlan, install, install_full_head, plan_hub
 from uvidm_backend.model_files.licences import licence_text
 from uvidm_backend.model_files.transfer import Progress
 from uvidm_backend.pipeline.errors import Cancelled
@@ -52,15 +52,20 @@ class ModelDownloads:
     def plan(self, revision: str = "main", full_head: bool = False) -> dict[str, Any]:
         """What a download would fetch, with the licences to show first (lists the hub: call off the event loop)."""
         plan = plan_hub(self.paths, self.repository, revision)
-        return {**plan.as_dict(), "licences": licence_text(full_head)}
+        described = plan.as_dict()
+        if full_head:  # GitHub lists no sizes up front: the ICT files are counted, not weighed
+            described["files"].append({"name": "ICT FaceKit (FaceXModel/, about 160 files)", "size": None,
+                                       "source": "github"})
+        return {**described, "licences": licence_text(full_head)}
 
-    def start(self, revision: str = "main") -> None:
+    def start(self, revision: str = "main", full_head: bool = False) -> None:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 raise DownloadRunning("a download of the model files is already running")
             self._cancel = threading.Event()
             self._set(DownloadStatus("running", None, 0, 0, None, self._next_version()))
-            self._thread = threading.Thread(target=self._run, args=(revision,), name="uvidm-download", daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(revision, full_head), name="uvidm-download",
+                                            daemon=True)
             self._thread.start()
 
     def cancel(self) -> bool:
@@ -101,12 +106,15 @@ class ModelDownloads:
             fields = {**asdict(self._status), **changes, "version": self._next_version()}
             self._set(DownloadStatus(**fields))
 
-    def _run(self, revision: str) -> None:
+    def _run(self, revision: str, full_head: bool) -> None:
         try:
             plan: DownloadPlan = plan_hub(self.paths, self.repository, revision)
             self._update(total_bytes=plan.total_bytes)
             progress = Progress(plan.total_bytes, self._on_progress, cancel=self._cancel)
             report = install(plan, self.paths, progress)
+            if full_head and not self._cancel.is_set():
+                self._update(file="ICT FaceKit")
+                install_full_head(self.paths, None, report)
         except Cancelled:
             self._update(state="cancelled", file=None, error="cancelled; finished files are kept, the rest "
                                                              "resumes with the next download")
@@ -117,10 +125,11 @@ class ModelDownloads:
             return
         missing = [file.name for file in self.paths.missing()]
         if report.failures or missing:
-            reasons = "; ".join(report.failures.values()) or f"still missing: {', '.join(missing)}"
+            reasons = "; ".join(reason if reason.startswith(name) else f"{name}: {reason}"
+                                for name, reason in report.failures.items()) or f"still missing: {', '.join(missing)}"
             self._update(state="failed", file=None, error=reasons)
             return
-        self._update(state="done", file=None, done_bytes=plan.total_bytes)
+        self._update(state="done", file=None, done_bytes=progress.done_bytes, total_bytes=progress.total_bytes)
         try:
             self._on_installed()
         except Exception:  # the holder reports its own loading errors

@@ -15,7 +15,9 @@ from typing import Any, Protocol
 
 from uvidm_backend.pipeline.errors import Cancelled, UVIDMError
 from uvidm_backend.pipeline.options import GenerateOptions
+from uvidm_backend.pipeline.output_folder import is_disk_full
 from uvidm_backend.service.jobs import JobStore
+from uvidm_backend.service.wording import in_http_terms
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,14 @@ class ModelHolder:
     Health reports `state` ("loading" / "ready" / "failed") and the loading error.
     """
 
-    def __init__(self, runner: Runner | None = None, load: Callable[[], Runner] | None = None):
+    def __init__(self, runner: Runner | None = None, load: Callable[[], Runner] | None = None,
+                 missing: Callable[[], list[str]] | None = None):
+        """`missing` names the model files that are not there yet: until it names none, the holder is
+        "missing" and `start` waits (the service's download calls `start` again when it is done)."""
         if (runner is None) == (load is None):
             raise ValueError("give either a runner or a function that loads one")
         self._load = load
+        self._missing = missing or (lambda: [])
         self._runner = runner
         self._error: str | None = None
         self._description: dict[str, Any] = {}
@@ -50,6 +56,8 @@ class ModelHolder:
 
     @property
     def state(self) -> str:
+        if self._thread is None and self._runner is None and self.missing():
+            return "missing"
         if not self._ready.is_set():
             return "loading"
         return "failed" if self._runner is None else "ready"
@@ -62,8 +70,11 @@ class ModelHolder:
     def runner(self) -> Runner | None:
         return self._runner
 
+    def missing(self) -> list[str]:
+        return [] if self._runner is not None else self._missing()
+
     def start(self) -> None:
-        if self._load is None or self._thread is not None:
+        if self._load is None or self._thread is not None or self.missing():
             return
         self._thread = threading.Thread(target=self._load_models, name="uvidm-load", daemon=True)
         self._thread.start()
@@ -75,7 +86,7 @@ class ModelHolder:
         if self._runner is not None and self._description.get("compiling"):
             self._describe()  # a background compilation changes the fast mode; follow it until it ends
         models = self._description.get("models", [])
-        return {"state": self.state, "error": self._error,
+        return {"state": self.state, "error": self._error, "missing": self.missing(),
                 "loaded": [str(model) for model in models] if isinstance(models, list | tuple) else [],
                 "device": self._description.get("device"), "dtype": self._description.get("dtype"),
                 "fast": self._description.get("fast"), "compiling": bool(self._description.get("compiling"))}
@@ -127,7 +138,12 @@ class Worker:
         while not self._stop.is_set() and not self.models.wait(self.poll_s):
             pass
         while not self._stop.is_set():
-            taken = self.store.take(self.poll_s)
+            try:
+                taken = self.store.take(self.poll_s)
+            except Exception:  # the worker must outlive any one job's bookkeeping
+                log.exception("taking the next job failed")
+                self._stop.wait(self.poll_s)
+                continue
             if taken is not None:
                 self.run_job(*taken)
 
@@ -139,8 +155,8 @@ class Worker:
         try:
             runner = self.models.runner
             if runner is None:
-                raise UVIDMError(f"the models could not be loaded: {self.models.error}. Fix the model files "
-                                 "(`uvidm weights check`) and restart the service")
+                raise UVIDMError(f"the models could not be loaded: {self.models.error}. The service must be "
+                                 "restarted once its model files are fixed")
             progress("starting", 0.0)
             runner.generate_to_folder(photo, self.store.output_dir(job_id), GenerateOptions(**_options(options)),
                                       progress=progress)
@@ -150,12 +166,17 @@ class Worker:
             else:
                 self.store.finish(job_id, "cancelled")
             log.info("job %s cancelled", job_id)
-        except UVIDMError as error:
-            log.info("job %s failed: %s", job_id, error)
-            self.store.finish(job_id, "failed", str(error))
-        except Exception as error:  # any bug or resource error fails this job only; the worker goes on
-            log.exception("job %s failed", job_id)
-            self.store.finish(job_id, "failed", f"internal error ({type(error).__name__}): {error}")
+        except Exception as error:
+            if is_disk_full(error):
+                log.error("job %s failed: disk full (%s)", job_id, error)
+                message = "the service's disk is full, so the result could not be written: try again later"
+            elif isinstance(error, UVIDMError):
+                log.info("job %s failed: %s", job_id, error)
+                message = in_http_terms(str(error))
+            else:  # any bug or resource error fails this job only; the worker goes on
+                log.exception("job %s failed", job_id)
+                message = f"internal error ({type(error).__name__}): {error}"
+            self.store.finish(job_id, "failed", message)
         else:
             self.store.finish(job_id, "done")
             log.info("job %s done", job_id)

@@ -1,4 +1,4 @@
-"""`POST /v1/faces`: the faces of a photo, numbered as `face_index` numbers them, for a client to pick one.
+"""POST /v1/faces: the faces of a photo, numbered as `face_index` numbers them, for a client to pick one.
 
 The answer carries each face's box and five points (photo pixels after the EXIF rotation, y down)
 and an overview PNG: the photo, scaled down, with each box drawn and labelled `index + 1`, so a
@@ -15,8 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.params import Depends
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, Field
@@ -24,9 +23,10 @@ from pydantic import BaseModel, Field
 from uvidm_backend.errors import UVIDMError
 from uvidm_backend.pipeline.errors import InputError
 from uvidm_backend.pipeline.faces import DetectedFace, faces_from_landmarks_file
-from uvidm_backend.pipeline.images import Photo, load_photo
-from uvidm_backend.service.settings import ServiceSettings
-from uvidm_backend.service.worker import ModelHolder
+from uvidm_backend.pipeline.images import Photo
+from uvidm_backend.service.context import Service, service
+from uvidm_backend.service.routes.auth import GUARDED
+from uvidm_backend.service.validation import PhotoRejected, check_photo
 
 OVERVIEW_SIDE = 512  # pixels of the overview's longer side
 MAX_LANDMARKS_BYTES = 1024 * 1024
@@ -81,48 +81,51 @@ def _faces_from_file(data: bytes, name: str, photo: Photo) -> list[DetectedFace]
         return faces_from_landmarks_file(path, photo)
 
 
-def add_faces_route(app: FastAPI, models: ModelHolder, settings: ServiceSettings, guarded: list[Depends]) -> None:
-    @app.post("/v1/faces", response_model=FacesModel, dependencies=guarded, tags=["faces"],
-              summary="The faces of a photo, to choose one",
-              description="Detects the faces (or reads them from `landmarks_file`) and numbers them as "
-                          "`face_index` does. Nothing is stored.")
-    def faces(photo: Annotated[UploadFile, File(description="the photo")],
-              landmarks_file: Annotated[UploadFile | None, File(description="optional: a landmarks file "
-                                                                            "(JSON or lines of 'x y')")] = None,
-              ) -> JSONResponse:
-        data = photo.file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise HTTPException(413, "the photo is larger than the limit of "
-                                     f"{settings.max_upload_bytes / 1024 / 1024:.0f} MB: send a smaller one")
+router = APIRouter(tags=["faces"], dependencies=GUARDED)
+
+
+@router.post("/v1/faces", response_model=FacesModel, summary="The faces of a photo, to choose one",
+             description="Detects the faces (or reads them from `landmarks_file`) and numbers them as "
+                         "`face_index` does. Nothing is stored.")
+def faces(context: Annotated[Service, Depends(service)],
+          photo: Annotated[UploadFile, File(description="the photo")],
+          landmarks_file: Annotated[UploadFile | None, File(description="optional: a landmarks file (JSON or lines "
+                                                                        "of 'x y')")] = None) -> JSONResponse:
+    settings, models = context.settings, context.models
+    data = photo.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(413, "the photo is larger than the limit of "
+                                 f"{settings.max_upload_bytes / 1024 / 1024:.0f} MB: send a smaller one")
+    try:
+        checked = check_photo(data, settings.max_pixels, context.decode_budget)
+    except PhotoRejected as error:
+        raise HTTPException(error.status, str(error), headers=error.headers) from error
+    # the upload's name picks the photo's entry in a landmarks file that covers several photos
+    image = dataclasses.replace(checked.photo, name=Path(photo.filename or "").name or None)
+    if landmarks_file is not None:
+        text = landmarks_file.file.read(MAX_LANDMARKS_BYTES + 1)
+        if len(text) > MAX_LANDMARKS_BYTES:
+            raise HTTPException(413, "the landmarks file is larger than 1 MB: is it the right file?")
         try:
-            # the upload's name picks the photo's entry in a landmarks file that covers several photos
-            image = dataclasses.replace(load_photo(data, max_pixels=settings.max_pixels),
-                                        name=Path(photo.filename or "").name or None)
+            found, source = _faces_from_file(text, landmarks_file.filename or "", image), "landmarks"
         except InputError as error:
-            raise HTTPException(400, str(error)) from error
-        if landmarks_file is not None:
-            text = landmarks_file.file.read(MAX_LANDMARKS_BYTES + 1)
-            if len(text) > MAX_LANDMARKS_BYTES:
-                raise HTTPException(413, "the landmarks file is larger than 1 MB: is it the right file?")
-            try:
-                found, source = _faces_from_file(text, landmarks_file.filename or "", image), "landmarks"
-            except InputError as error:
-                raise HTTPException(422, str(error)) from error
-        else:
-            detector = getattr(models.runner, "detector", None)
-            if detector is None:
-                state = "still loading" if models.state == "loading" else f"not loaded ({models.error})"
-                raise HTTPException(503, f"the models are {state}: faces can be found once they are ready")
-            try:
-                found, source = detector.detect(image), "detector"
-            except UVIDMError as error:
-                raise HTTPException(503, str(error)) from error
-        largest = max(range(len(found)), key=lambda i: found[i].width * found[i].height) if found else None
-        answer: dict[str, Any] = {
-            "width": int(image.pixels.shape[1]), "height": int(image.pixels.shape[0]), "source": source,
-            "faces": [{"index": index, "box": [round(v, 2) for v in face.box],
-                       "points": [[round(float(x), 2), round(float(y), 2)] for x, y in face.points],
-                       "score": round(face.score, 4), "largest": index == largest}
-                      for index, face in enumerate(found)],
-            "overview": base64.b64encode(overview_png(image, found)).decode("ascii")}
-        return JSONResponse(answer)
+            raise HTTPException(422, str(error)) from error
+    else:
+        detector = getattr(models.runner, "detector", None)
+        if detector is None:
+            state = {"loading": "still loading", "missing": "missing (download them first)"}.get(
+                models.state, f"not loaded ({models.error})")
+            raise HTTPException(503, f"the models are {state}: faces can be found once they are ready")
+        try:
+            found, source = detector.detect(image), "detector"
+        except UVIDMError as error:
+            raise HTTPException(503, str(error)) from error
+    largest = max(range(len(found)), key=lambda i: found[i].width * found[i].height) if found else None
+    answer: dict[str, Any] = {
+        "width": int(image.pixels.shape[1]), "height": int(image.pixels.shape[0]), "source": source,
+        "faces": [{"index": index, "box": [round(v, 2) for v in face.box],
+                   "points": [[round(float(x), 2), round(float(y), 2)] for x, y in face.points],
+                   "score": round(face.score, 4), "largest": index == largest}
+                  for index, face in enumerate(found)],
+        "overview": base64.b64encode(overview_png(image, found)).decode("ascii")}
+    return JSONResponse(answer)
