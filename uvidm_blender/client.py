@@ -292,7 +292,12 @@ class Client:
         self._models("POST", "/v1/models/download", body=body, content_type="application/json")
 
     def cancel_model_download(self) -> None:
-        self._models("DELETE", "/v1/models/download")
+        """DELETE /v1/models/download; a download that has already ended (409) needs no cancel."""
+        try:
+            self._json("DELETE", "/v1/models/download")
+        except BackendError as error:
+            if error.status != 409:
+                raise
 
     def submit(self, photo: str | os.PathLike[str], options: JobOptions | None = None,
                timeout: float = 120.0) -> dict[str, Any]:
@@ -373,16 +378,20 @@ def describe_job(job: Mapping[str, Any], progress: float | None = None) -> str:
     return str(state)
 
 
-def describe_download(download: Mapping[str, Any] | None) -> str:
-    """health's models.download in words: 'Downloading ldm.ckpt: 1.2 of 4.0 GB (30%)', 'Download failed: ...'."""
+def describe_download(download: Mapping[str, Any] | None, fraction: float | None = None) -> str:
+    """health's models.download in words: 'Downloading ldm.ckpt: 1.2 GB of 4.0 GB (30%)', 'The download failed: ...'.
+
+    `fraction`: the share to show instead of done/total (what the add-on's bar shows)."""
     if not download:
         return "no download"
     state = download.get("state")
     done, total = int(download.get("done_bytes") or 0), int(download.get("total_bytes") or 0)
     if state == "running":
-        share = f" ({round(100 * done / total)}%)" if total else ""
+        if not total:
+            return "Preparing the download (listing the files)"
         what = download.get("file") or "the model files"
-        return f"Downloading {what}: {size_text(done)} of {size_text(total)}{share}"
+        share = done / total if fraction is None else fraction
+        return f"Downloading {what}: {size_text(done)} of {size_text(total)} ({round(100 * share)}%)"
     if state == "done":
         return "The model files are downloaded."
     if state == "cancelled":

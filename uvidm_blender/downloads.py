@@ -78,11 +78,11 @@ class ModelDownload:
             models = health.get("models") or {}
             download = models.get("download") or {}
             total = int(download.get("total_bytes") or 0)
-            if total:
-                self.progress = min(1.0, int(download.get("done_bytes") or 0) / total)
+            if total:  # the total grows when a file of unknown size starts: the bar still never goes back
+                self.progress = max(self.progress, min(1.0, int(download.get("done_bytes") or 0) / total))
             if download.get("state") == "running" or models.get("state") == "downloading":
                 if not cancel_sent:
-                    self.message = describe_download(download)
+                    self.message = describe_download(download, self.progress)
             elif download.get("state") in ("failed", "cancelled"):
                 self.error = describe_download(download)
                 return False

@@ -30,13 +30,17 @@ def _recent(root) -> list:
 
 
 def setup_missing(prefs) -> str | None:
-    """What the user must still set up before a Generate can work, in words (None: nothing known missing)."""
-    if prefs.backend_mode == "LOCAL" and not environment_ready():
+    """What the user must still set up before a Generate can work, in words (None: nothing known missing).
+
+    A backend that answered (a local one started by hand on the port, a remote one) needs no environment
+    here: then only its model files count."""
+    health = last_health(prefs)
+    if health is None and prefs.backend_mode == "LOCAL" and not environment_ready():
         return "Set-up: the backend's Python environment is not installed yet."
-    if prefs.backend_mode == "CUSTOM_PYTHON" and not (prefs.python_path and os.path.isfile(
+    if health is None and prefs.backend_mode == "CUSTOM_PYTHON" and not (prefs.python_path and os.path.isfile(
             bpy.path.abspath(prefs.python_path))):
         return "Set-up: choose the Python that runs the backend."
-    models = (last_health(prefs) or {}).get("models") or {}
+    models = (health or {}).get("models") or {}
     state = models.get("state")
     if state == "missing":
         names = models.get("missing") or []

@@ -294,7 +294,9 @@ def _draw_model_files(prefs, context, box) -> None:
     col.label(text=f"{len(files)} file{'s' if len(files) != 1 else ''} from {plan.get('repository')} "
                    f"({plan.get('revision')}), {size_text(plan.get('total_bytes') or 0)} in all:")
     for item in files:
-        col.label(text=f"{item.get('name')}: {size_text(item.get('size') or 0)}", icon="DOT")
+        size = item.get("size")
+        col.label(text=f"{item.get('name')}: {size_text(size) if size is not None else 'size not known yet'}",
+                  icon="DOT")
     licences = box.box()
     for paragraph in (plan.get("licences") or "").splitlines():
         wrapped_label(licences, context, paragraph)
