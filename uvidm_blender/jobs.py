@@ -80,6 +80,7 @@ class GenerateJob:
         self.events: queue.Queue[JobEvent] = queue.Queue()
         self.job_id: str | None = None
         self.health: dict | None = None  # the backend's last health answer (device, models)
+        self.picked_face: int | None = None  # the face taken from the landmarks file (its index in the photo)
         self.last: JobEvent = JobEvent("waiting", "Starting", 0.0)
         self._cancelled = threading.Event()
         self._sleep = sleep
@@ -185,7 +186,10 @@ class GenerateJob:
         if chosen is None:
             raise BackendError(f"The landmarks file {self.landmarks_file.name} has {len(faces)} face(s) for this "
                                f"photo; face {self.options.face_index + 1} is not among them. Pick another face.")
-        return dataclasses.replace(self.options, landmarks=tuple((float(x), float(y)) for x, y in chosen["points"]))
+        self.picked_face = chosen["index"]
+        # The points name the face: the backend takes no face_index beside them.
+        return dataclasses.replace(self.options, face_index=None,
+                                   landmarks=tuple((float(x), float(y)) for x, y in chosen["points"]))
 
     def _submit(self) -> dict:
         while True:
@@ -244,6 +248,8 @@ class GenerateJob:
         try:
             self.client.download(self.job_id, names, partial)
             self._check_cancel()
+            if self.picked_face is not None:
+                _record_face(partial / RESULT_JSON, self.picked_face)
             face_index = _face_index(partial / RESULT_JSON, self.options.face_index)
             target = unique_folder(self.results_root, result_name(self.photo.stem, face_index))
             os.rename(partial, target)
@@ -251,6 +257,20 @@ class GenerateJob:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         return target
+
+
+def _record_face(result_json: Path, index: int) -> None:
+    """Write into our copy of result.json which face of the photo the landmarks were (the backend only saw
+    five points), so the result's name and the Results list can say it."""
+    try:
+        meta = json.loads(result_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(meta.get("face"), dict) and meta["face"].get("index") is None:
+        meta["face"]["index"] = index
+        partial = result_json.with_suffix(".partial")
+        partial.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        os.replace(partial, result_json)
 
 
 def _face_index(result_json: Path, asked: int | None) -> int | None:
