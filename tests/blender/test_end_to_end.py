@@ -59,12 +59,13 @@ def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks,
     finally:
         runtime.STATE.backend.stop()
 
-    result = tmp_path / "results" / photo.stem
+    (result,) = (tmp_path / "results").iterdir()  # named after the photo and the largest face of the file
+    assert result.name.startswith(f"{photo.stem}-face")
     assert (result / "head.obj").is_file() and (result / "albedo.png").is_file(), log
     meta = json.loads((result / "result.json").read_text())
     assert meta["photo"]["name"] == photo.name and meta["options"]["steps"] == 2
     assert meta["options"]["sampler"] == "dpmpp"
-    head = bpy.data.objects[photo.stem]
+    head = bpy.data.objects[result.name]
     obj_vertices = sum(line.startswith("v ") for line in (result / "head.obj").read_text().splitlines())
     assert len(head.data.vertices) == obj_vertices and head.data.uv_layers
     image = head.data.materials[0].node_tree.nodes["Image Texture"].image
