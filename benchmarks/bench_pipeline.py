@@ -21,8 +21,7 @@ Two measurements:
    PyTorch's choice, cuDNN; by default the small ones run without it, see `HoistedUNet`), `notable` (time
    projections computed at every step instead of looked up in the table of the 1000 trained timesteps),
    `nofuse` (the sampler update as separate eager kernels instead of one compiled kernel, `fused_update`),
-   `condgraph` (the float32 condition fuser replayed from a CUDA graph), `aot` (the UNet from an AOTInductor
-   package, `aot_package`, instead of torch.compile), `nativegn` / `upcastgn` (GroupNorm32 in bf16,
+   `condgraph` (the float32 condition fuser replayed from a CUDA graph), `nativegn` / `upcastgn` (GroupNorm32 in bf16,
    `native_group_norms`, or upcast to float32; by default native without torch.compile, upcast with it);
    plain `fp32` is the eager float32 reference.
    `--sampler dpmpp` adds DPM-Solver++(2M) rows (`--dpm-steps`, default 20, eta 0). `--check` compares
@@ -92,7 +91,7 @@ FLAGS = {"compile": ("compile_mode", "default"), "autotune": ("compile_mode", "m
          "deccompile": ("decoder_compile", True), "nogemm": ("gemm_conv_pixels", 0),
          "noflash": ("flash_small_attention", False), "condgraph": ("condition_graph", True),
          "notable": ("timestep_table", 0), "nofuse": ("fused_update", False), "cudnnbench": ("cudnn_benchmark", True),
-         "aot": ("compile_mode", "aot"), "nativegn": ("native_group_norm", True),
+         "nativegn": ("native_group_norm", True),
          "upcastgn": ("native_group_norm", False)}
 #: Variant flags made of a prefix and a number, e.g. gemm16: the field the number goes to.
 NUMBER_FLAGS = {"gemm": "gemm_conv_pixels", "pw": "gemm_pointwise_pixels"}

@@ -8,7 +8,7 @@ python="${PYTHON:-python3}"
 # Pin torch first: an open range would pull the newest (multi-GB) build. Override with UVIDM_TORCH.
 .venv/bin/python -m pip install -q "torch==${UVIDM_TORCH:-2.13.0}"
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+[ "${1:-}" = "--test" ] && extras="[test,ray]"  # ray: the --ray test on a local CPU Ray (about 40 s to install)
 .venv/bin/python -m pip install -q -e ".${extras}"
 if [ "${1:-}" = "--test" ]; then
   # Blender as a Python module, for the add-on's tests. Its wheels declare numpy<2, which would

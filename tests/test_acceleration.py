@@ -22,7 +22,6 @@ from uvidm_backend.acceleration import (
     parse_dtype,
     warmed_fused_updates,
 )
-from uvidm_backend.acceleration.aot_package import package_key
 from uvidm_backend.acceleration.gemm_convs import GemmConv2d, convs_as_gemms
 from uvidm_backend.acceleration.group_norms import native_group_norms
 from uvidm_backend.acceleration.hoisted_unet import prefers_flash
@@ -385,57 +384,6 @@ def test_compile_cache_lives_in_the_user_cache_folder(tmp_path):
     run = subprocess.run([sys.executable, "-c", show_cache], capture_output=True, text=True,
                          env={**env, "TORCHINDUCTOR_CACHE_DIR": str(chosen)}, timeout=600)
     assert run.returncode == 0 and Path(run.stdout.split()[-1]) == chosen
-
-
-# -- compiled ahead of time ----------------------------------------------------------------------------------
-
-
-def test_aot_package_key_follows_what_the_code_depends_on(networks):
-    hoisted = HoistedUNet(networks.unet)
-    x, t, context = _inputs()
-    kv = hoisted.context_kv(context)
-    key = package_key(hoisted, (x, t, kv))
-    assert key == package_key(hoisted, (x.clone(), t.clone(), kv.clone()))
-    assert key != package_key(hoisted, (x[:1], t[:1], kv[:1]))  # another batch
-    assert key != package_key(HoistedUNet(networks.unet, flash_small_attention=True), (x, t, kv))
-    changed = cast_module(networks.unet, torch.float32)
-    convs_as_gemms(changed, 16)
-    assert package_key(HoistedUNet(changed), (x, t, kv)) not in (key, package_key(
-        HoistedUNet(cast_module(changed, torch.float32)).requires_grad_(False), (x, t, kv.double())))
-    with torch.no_grad():
-        networks_other = _networks()
-        networks_other.unet.out[-1].weight.add_(1.0)  # other weights, same layout: the same package
-    assert package_key(HoistedUNet(networks_other.unet), (x, t, kv)) == key
-
-
-# Measured on an H200: loading any CUDA package, even of a three-layer module with default options, kills
-# the process (SIGSEGV in the loader) with torch 2.11.0+cu130; see docs/PERFORMANCE.md.
-_AOT_CUDA_CRASHES = torch.__version__.startswith("2.11.")
-
-
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-    _AOT_CUDA_CRASHES, reason="AOTInductor's CUDA package loader segfaults in torch 2.11")])])
-def test_aot_compiled_unet_is_built_once_and_runs_the_live_weights(device, tmp_path, monkeypatch):
-    """A real AOTInductor build (C++ on the CPU, Triton on the GPU), then a load by a second fast UNet whose
-    weights differ: it reuses the package and computes with its own weights."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    networks = _networks(device)
-    x, t, context = _inputs(1, device)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    first = FastUNet(networks.unet, dtype, compile_mode="aot", cuda_graph=device == "cuda")
-    tolerance = 1e-4 if device == "cpu" else 5e-2
-    with torch.inference_mode():
-        assert _rel(first(x, t, context), networks.unet(x, t, context)) < tolerance
-    packages = list((tmp_path / "uvidm" / "aot").glob("unet-*.pt2"))
-    assert len(packages) == 1 and not list((tmp_path / "uvidm" / "aot").glob(".*"))  # no temporary left
-    built = packages[0].stat().st_mtime_ns
-    with torch.no_grad():
-        networks.unet.out[-1].bias.add_(0.5)
-    second = FastUNet(networks.unet, dtype, compile_mode="aot", cuda_graph=device == "cuda")
-    with torch.inference_mode():
-        assert _rel(second(x, t, context), networks.unet(x, t, context)) < tolerance
-    assert list((tmp_path / "uvidm" / "aot").glob("unet-*.pt2")) == packages
-    assert packages[0].stat().st_mtime_ns == built
 
 
 # -- GroupNorm in the activations' dtype -----------------------------------------------------------------------

@@ -24,7 +24,6 @@ def test_variant_flags_set_the_fast_unet_options():
     assert not variant.fused_update and variant.condition_graph
     assert options["inductor_options"] == (("conv_1x1_as_mm", True),)
     assert Variant.parse("fp32").reference
-    assert Variant.parse("bf16/aot").unet_options["compile_mode"] == "aot"
 
 
 @pytest.mark.parametrize("spec", ["bf16/bogus", "bf16/gemm", "bf16/pwx", "int8"])

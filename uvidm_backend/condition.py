@@ -10,7 +10,7 @@ the UNet's cross-attention tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +43,7 @@ class Condition:
     partial_texture: Tensor  # (B, 3, S, S) in [0, 1], zero where the photo shows no skin
     mask: Tensor  # (B, 1, S, S) where partial_texture holds photo pixels
     projected: Tensor  # (B, N, 2) vertices in photo pixels (x right, y down)
-    skin: Tensor  # (B, H, W) 1 where face parsing kept the pixel
+    skin: tuple[Tensor, ...]  # per photo (1, H, W), 1 where face parsing kept the pixel (photos differ in size)
 
 
 def skin_mask(labels: Tensor, excluded: tuple[int, ...]) -> Tensor:
@@ -63,41 +63,48 @@ class ConditionStage(nn.Module):
 
     def __init__(self, recon_net: ReconNet, seg_model: BiSeNet, condition_fuser: ConditionFuser,
                  face_model: FaceModel, uv_vertex_index: Tensor, barycentric_weight: Tensor,
-                 corrected_ear_mask: bool = False):
+                 corrected_ear_mask: bool = False, fuse_tokens: Callable[[Tensor], Tensor] | None = None):
         super().__init__()
         self.recon_net = recon_net
         self.seg_model = seg_model
         self.condition_fuser = condition_fuser
-        # The fast path sets a CUDA-graphed replay of the fuser here (None: run the module).
-        self.fuse_tokens: Callable[[Tensor], Tensor] | None = None
+        # The fast path's replay of the fuser (None: run the module).
+        self.fuse_tokens = fuse_tokens
         self.face_model = face_model
         self.register_buffer("uv_vertex_index", uv_vertex_index.long(), persistent=False)
         self.register_buffer("barycentric_weight", barycentric_weight.float(), persistent=False)
         self.excluded_labels = CORRECTED_EXCLUDED_LABELS if corrected_ear_mask else OFFICIAL_EXCLUDED_LABELS
 
-    def parse_skin(self, photo01: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, H, W) skin mask, exactly as the official nearest resizes."""
-        height, width = photo01.shape[-2:]
-        logits = self.seg_model(F.interpolate(photo01, (PARSING_SIZE, PARSING_SIZE)))[0]
-        labels = F.interpolate(logits, [height, width]).argmax(dim=1)
-        return skin_mask(labels, self.excluded_labels)
+    def parse_skin(self, photos01: Sequence[Tensor]) -> list[Tensor]:
+        """Photos, each (1, 3, H, W) in [0, 1] -> their (1, H, W) skin masks, exactly as the official nearest
+        resizes; the parsing network runs once, on the batch at 512 x 512."""
+        resized = torch.cat([F.interpolate(photo, (PARSING_SIZE, PARSING_SIZE)) for photo in photos01])
+        logits = self.seg_model(resized)[0]
+        return [skin_mask(F.interpolate(logits[i:i + 1], list(photo.shape[-2:])).argmax(dim=1), self.excluded_labels)
+                for i, photo in enumerate(photos01)]
 
-    def forward(self, crop: Tensor, photo: Tensor, trans_params: Tensor,
+    def forward(self, crop: Tensor, photo: Tensor | Sequence[Tensor], trans_params: Tensor,
                 vertex_visibility: Tensor | None = None) -> Condition:
-        """crop (B, 3, 224, 224) and photo (B, 3, H, W) in [-1, 1]; trans_params (B, 6) float32.
+        """crop (B, 3, 224, 224) in [-1, 1]; photo (B, 3, H, W) in [-1, 1], or B photos of their own sizes,
+        each (1, 3, H, W); trans_params (B, 6) float32.
 
         `vertex_visibility` (B, N) optionally removes vertices hidden by the head itself
         (the official normal test lets some through).
         """
+        photos = list(photo.split(1)) if isinstance(photo, Tensor) else list(photo)
         coefficients = self.recon_net((crop + 1) * 0.5)
         rotation = self.face_model.rotation(coefficients.angle)
         shape, _ = self.face_model.compute_shape(coefficients.id, coefficients.exp)
         projected = projXY_to_original(project(to_camera(shape, rotation, coefficients.trans)), trans_params)
         normals = self.face_model.compute_norm(shape) @ rotation
-        photo01 = (photo + 1) * 0.5
-        skin = self.parse_skin(photo01)
-        partial, mask = remap_texture_from_image(photo01, projected, normals, skin, self.uv_vertex_index,
-                                                 self.barycentric_weight, vertex_visibility)
+        photos01 = [(photo + 1) * 0.5 for photo in photos]
+        skin = self.parse_skin(photos01)
+        remapped = [remap_texture_from_image(photo01, projected[i:i + 1], normals[i:i + 1], skin[i],
+                                             self.uv_vertex_index, self.barycentric_weight,
+                                             None if vertex_visibility is None else vertex_visibility[i:i + 1])
+                    for i, photo01 in enumerate(photos01)]  # photos differ in size: one by one
+        partial = torch.cat([texture for texture, _ in remapped])
+        mask = torch.cat([mask for _, mask in remapped])
         tokens = (self.fuse_tokens or self.condition_fuser)(partial * 2 - 1)
         return Condition(tokens=tokens, coefficients=coefficients, partial_texture=partial, mask=mask,
-                         projected=projected, skin=skin)
+                         projected=projected, skin=tuple(skin))

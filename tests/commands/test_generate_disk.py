@@ -69,5 +69,7 @@ def test_a_full_disk_fails_one_photo_and_the_others_go_on(tmp_path, model_paths,
     assert f"{photos[0]}: no space left on the disk of {out}" in printed.out, printed.out
     assert "Traceback" not in printed.out + printed.err
     assert "1 of 2 photo(s) failed" in printed.out
-    assert sorted(path.name for path in out.iterdir()) == ["second"]  # nothing of the first, no partial folder
+    # nothing of the first, no partial folder; the failure recorded
+    assert sorted(path.name for path in out.iterdir()) == ["failures.json", "second"]
+    assert "first.jpg" in (out / "failures.json").read_text()
     assert (out / "second" / "head.glb").is_file()

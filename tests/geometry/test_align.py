@@ -21,7 +21,6 @@ from uvidm_backend.geometry.align import (
     lm5_from_lm68,
     pos,
     resize_crop_img,
-    trans_back_ori_image,
     ydown_to_yup,
 )
 
@@ -257,15 +256,3 @@ def _crop_float(channel: np.ndarray, params: np.ndarray) -> np.ndarray:
     w, h, left, up = crop_box(params)
     image = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))
     return np.asarray(image.resize((w, h), Image.BICUBIC).crop((left, up, left + 224, up + 224)))
-
-
-def test_trans_back_ori_image_shape_and_blend():
-    photo = np.full((800, 600, 3), 0.25, np.float32)
-    params = np.array([600, 800, 0.5, 300.0, 400.0, 224])  # the crop covers the photo's middle
-    face = np.ones((224, 224, 3), np.float32)
-    out = trans_back_ori_image(np.zeros((224, 224, 1), np.float32), face, photo, params)
-    assert out.shape == (224, 224, 3)
-    np.testing.assert_allclose(out, 0.25, atol=1e-6)
-    out = trans_back_ori_image(np.ones((224, 224, 1), np.float32), face, photo, params)
-    assert out[112, 112] == pytest.approx([1.0] * 3)
-    assert out[2, 2] == pytest.approx([0.25] * 3)

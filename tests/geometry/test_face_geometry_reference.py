@@ -19,6 +19,8 @@ from uvidm_backend.geometry.face_model import FaceModel, rotation
 pytestmark = pytest.mark.reference
 
 CASE = "face_geometry"
+# `uv2vertices_torch` (UV map -> vertex colours): the product never reads colours back from a UV map.
+NOT_REPRODUCED = {"uv2vertices_front", "uv2vertices_query"}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,6 @@ def compute_outputs(arrays: dict[str, np.ndarray], bfm: BFMData) -> dict[str, to
     out["process_uv_256"] = uv.process_uv(bfm.uv)
     out["vis_uv_color_map"] = uv.render_vertex_colors_uv(texture, triangles, triangle_buffer, weight)
     out["render_colors"] = uv.render_vertex_colors_uv(t["in_render_colors"], triangles, triangle_buffer, weight)
-    out["uv2vertices_front"] = uv.uv2vertices(t["in_uv_map"], out["process_uv"][bfm.front_idx])
-    out["uv2vertices_query"] = uv.uv2vertices(t["in_uv_map"], t["in_uv_query"])
 
     out["persc_proj"] = camera.perspective_projection()
     shape, rot, trans = out["shape_5w"][:1], out["R"][:1], out["T"][:1]
@@ -85,7 +85,8 @@ def compute_outputs(arrays: dict[str, np.ndarray], bfm: BFMData) -> dict[str, to
 
 def test_every_output(arrays, bfm):
     outputs = compute_outputs(arrays, bfm)
-    expected = {name[len("out_"):]: value for name, value in arrays.items() if name.startswith("out_")}
+    expected = {name[len("out_"):]: value for name, value in arrays.items()
+                if name.startswith("out_") and name[len("out_"):] not in NOT_REPRODUCED}
     missing = sorted(set(expected) - set(outputs))
     assert not missing, f"outputs of the archive not computed: {missing}"
     for name, reference in expected.items():

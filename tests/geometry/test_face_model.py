@@ -94,20 +94,6 @@ def test_projection_of_the_optical_axis():
                                                        camera.CENTER - camera.FOCAL * 0.2 / distance]))
 
 
-def test_clip_space_matches_projection():
-    cam = torch.tensor([[[0.3, -0.2, 9.0], [-0.5, 0.4, 11.0], [0.0, 0.0, camera.Z_NEAR],
-                         [0.0, 0.0, camera.Z_FAR]]], dtype=torch.float64)
-    clip = camera.clip_space(cam)
-    assert clip.shape == (1, 4, 4)
-    ndc = clip[..., :3] / clip[..., 3:]
-    xy = camera.project(cam)
-    torch.testing.assert_close(camera.CENTER * (1 + ndc[..., 0]), xy[..., 0], rtol=1e-6, atol=1e-4)
-    # y flipped: ndc y = -1 is the top of the crop (y up = 224)
-    torch.testing.assert_close(camera.CENTER * (1 - ndc[..., 1]), xy[..., 1], rtol=1e-6, atol=1e-4)
-    torch.testing.assert_close(ndc[0, 2:, 2], torch.tensor([-1.0, 1.0], dtype=torch.float64), atol=1e-5, rtol=0)
-    torch.testing.assert_close(clip[..., 3], cam[..., 2])
-
-
 def test_back_to_the_photo_float32_truncation_and_per_sample_clamp():
     # 100 * 1.93 is 193 in float32 but 192.99999... in float64: the crop height differs by one pixel
     params = torch.tensor([[120.0, 100.0, 1.93, 61.37, 47.71, 224.0], [50.0, 40.0, 2.0, 25.0, 20.0, 224.0]])

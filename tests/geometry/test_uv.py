@@ -21,24 +21,6 @@ def test_process_uv_does_not_mutate_and_flips_v():
     np.testing.assert_array_equal(in_float32[:, 0], (coords[:, 0].astype(np.float32) * np.float32(255)))
 
 
-def test_uv2vertices_constant_map_and_border_quirk():
-    uv_map = torch.full((2, 3, 6, 8), 0.25)
-    inside = torch.tensor([[0.0, 0.0], [3.5, 2.25], [6.99, 4.99]], dtype=torch.float64)
-    torch.testing.assert_close(uv.uv2vertices(uv_map, inside), torch.full((2, 3, 3), 0.25))
-    border = torch.tensor([[7.0, 2.0], [3.0, 5.0], [7.0, 5.0]], dtype=torch.float64)
-    assert torch.all(uv.uv2vertices(uv_map, border) == 0)  # trap 14: last column/row is black
-    torch.testing.assert_close(uv.uv2vertices(uv_map, border, fix_border=True), torch.full((2, 3, 3), 0.25))
-
-
-def test_uv2vertices_is_bilinear():
-    ys, xs = torch.meshgrid(torch.arange(6.0), torch.arange(8.0), indexing="ij")
-    uv_map = torch.stack([xs, ys, xs * 0 + 1])[None]
-    points = np.array([[0.5, 0.5, 0.0], [6.25, 4.75, 0.0], [2.0, 3.0, 0.0]])
-    torch.testing.assert_close(uv.uv2vertices(uv_map, points)[0, :, :2], torch.from_numpy(points[:, :2]).float())
-    torch.testing.assert_close(uv.uv2vertices(uv_map, np.array([[7.0, 5.0]]), fix_border=True)[0],
-                               torch.tensor([[7.0, 5.0, 1.0]]))
-
-
 def test_render_vertex_colors_uv():
     colors = torch.tensor([[[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]]])
     triangles = torch.tensor([[0, 1, 2], [1, 3, 2]])

@@ -13,6 +13,7 @@ from pipeline.photos import encode, exif_jpeg, fixture_landmarks, png_claiming, 
 
 from uvidm_backend.cli import main
 from uvidm_backend.pipeline import Cancelled, GenerateOptions, InputError
+from uvidm_backend.pipeline import files as files_module
 from uvidm_backend.pipeline import pipeline as pipeline_module
 from uvidm_backend.pipeline.preview import preview_scale
 
@@ -162,7 +163,7 @@ def test_a_file_that_fails_leaves_no_output(tmp_path, pipeline, monkeypatch, bro
     def fail(*args, **kwargs):
         raise OSError("no space left (the test)")
 
-    monkeypatch.setattr(pipeline_module, broken, fail)
+    monkeypatch.setattr(files_module, broken, fail)
     with pytest.raises(OSError, match="the test"):
         pipeline.generate_to_folder(sample_photo("t1.jpg"), tmp_path / "head",
                                     GenerateOptions(landmarks=t1_faces()[0]["lm5"], **FAST))
@@ -235,7 +236,7 @@ def test_bad_photos_fail_clearly_and_the_rest_of_the_run_goes_on(tmp_path, model
 
     assert run_cli(tmp_path, model_paths, photos, "--landmarks", str(landmarks)) == 1
     out = tmp_path / "out"
-    assert sorted(path.name for path in out.iterdir()) == ["good"]
+    assert sorted(path.name for path in out.iterdir()) == ["failures.json", "good"]
     assert {path.name for path in (out / "good").iterdir()} == OUTPUTS
     assert left_over_partials(tmp_path) == []
     printed = capsys.readouterr().out

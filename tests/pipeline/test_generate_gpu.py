@@ -46,12 +46,12 @@ def test_background_compilation_takes_over_between_generations(model_paths):
     options = GenerateOptions(landmarks=faces[0]["lm5"], steps=10, seed=3, texture_size=512, sampler="dpmpp")
     reference = Pipeline.load(model_paths, device="cuda", fast="off").generate(photo, options)
     pipeline = Pipeline.load(model_paths, device="cuda", fast="graph", background_compile=True)
-    graph_unet = pipeline.eps_model
+    graph_unet = pipeline.fast_path.eps_model
     while_compiling = pipeline.generate(photo, options)  # runs beside the compiler, not after it
     assert pipeline.wait_compiled(timeout=900), "the background compilation failed (see the log)"
     described = pipeline.describe()
     assert described["fast"] == "compile" and not described["compiling"]
-    assert pipeline.eps_model is not graph_unet and pipeline.eps_model.compile_mode == "default"
+    assert pipeline.fast_path.eps_model is not graph_unet and pipeline.fast_path.eps_model.compile_mode == "default"
     compiled = pipeline.generate(photo, options)
     # result.json tells the three arithmetics apart (the first head may have run before or after the swap)
     assert reference.info["precision"]["unet"] == "float32"
@@ -62,3 +62,24 @@ def test_background_compilation_takes_over_between_generations(model_paths):
         mean, p99 = _difference(head.albedo_model, reference.albedo_model)
         assert mean < 2.0 and p99 < 12, f"model texture differs from float32: mean {mean:.2f}, 99th pct {p99:.1f}"
 
+
+
+def test_graph_mode_batches_give_the_heads_of_one_by_one(model_paths):
+    """The graphed UNet, fuser and decoder are captured per batch size: a batch of three (and one padded to
+    four) gives each photo the head it gets alone, within bf16's tolerance."""
+    from uvidm_backend.pipeline.pipeline import Request
+
+    faces = fixture_landmarks()["t1.jpg"]["faces"]
+    photo = sample_photo("t1.jpg")
+    fast = Pipeline.load(model_paths, device="cuda", fast="graph")
+    requests = [Request(photo, GenerateOptions(landmarks=faces[i]["lm5"], steps=10, seed=3 + i, texture_size=512))
+                for i in range(3)]
+    alone = [fast.generate(request.photo, request.options) for request in requests]
+    for run_batch in (None, 4):
+        together = fast.generate_batch(requests, run_batch=run_batch)
+        for head, expected in zip(together, alone, strict=True):
+            mean, p99 = _difference(head.albedo_model, expected.albedo_model)
+            assert mean < 0.5 and p99 < 4, f"batch {run_batch}: mean {mean:.2f}, 99th pct {p99:.1f}"
+            np.testing.assert_allclose(head.mesh.vertices, expected.mesh.vertices, atol=1e-5)
+    shapes = fast.fast_path.decode._graphed.captured_shapes
+    assert {shape[0][0] for shape in shapes} >= {1, 3, 4}

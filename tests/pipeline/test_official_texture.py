@@ -68,7 +68,8 @@ def upsampled(image_uint8, size):
 def test_the_official_mask_and_tables_are_used_and_said(official_pipeline, official_paths, heads, pipeline):
     np.testing.assert_array_equal(official_pipeline.front_mask[0, 0].numpy() > 0.5,
                                   read_official_front_mask(official_paths))
-    buffer, weight = official_pipeline.uv_tables(MODEL_SIZE)
+    layout = official_pipeline.layouts.at(MODEL_SIZE)
+    buffer, weight = layout.triangle_buffer, layout.barycentric_weight
     np.testing.assert_array_equal(buffer.numpy(), np.load(official_paths.bfm / "triangle_buffer.npy"))
     np.testing.assert_array_equal(weight.numpy(), np.load(official_paths.bfm / "barycentric_weight.npy"))
     result = json.loads((heads["default"] / "result.json").read_text())
@@ -129,7 +130,7 @@ def test_debug_maps_are_the_model_size_condition_and_baseline(heads, official_pi
                                                                    "baseline.png"))
     assert condition.shape == baseline.shape == (MODEL_SIZE, MODEL_SIZE, 3) and mask.shape == (MODEL_SIZE,) * 2
     assert condition[mask == 0].max() == 0 and condition[mask > 0].max() > 0
-    covered = official_pipeline.uv_tables(MODEL_SIZE)[1].sum(-1).numpy() > 0
+    covered = official_pipeline.layouts.at(MODEL_SIZE).barycentric_weight.sum(-1).numpy() > 0
     assert baseline[~covered].max() == 0 and baseline[covered].mean() > 10
 
 

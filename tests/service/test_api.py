@@ -252,7 +252,7 @@ def test_openapi_schema_describes_the_api(serve, gate):
     assert submit["description"] and {"202", "413", "415", "422", "429"} <= set(submit["responses"])
     form = schema["components"]["schemas"][submit["requestBody"]["content"]["multipart/form-data"]["schema"][
         "$ref"].rsplit("/", 1)[-1]]
-    assert {"photo", "landmarks", "steps", "texture_size"} <= set(form["properties"])
+    assert {"photo", "landmarks", "steps", "texture_size", "texture", "head"} <= set(form["properties"])
     assert all(form["properties"][name].get("description") for name in form["properties"])
     assert "text/event-stream" in paths["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     assert schema["components"]["schemas"]["JobModel"]["properties"]["queue_position"]["description"]

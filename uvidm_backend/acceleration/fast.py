@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from uvidm_backend.acceleration.aot_package import AOTCompiled
 from uvidm_backend.acceleration.gemm_convs import convs_as_gemms
 from uvidm_backend.acceleration.graphs import CudaGraphed
 from uvidm_backend.acceleration.group_norms import native_group_norms
@@ -69,8 +68,6 @@ def _compiled(module: nn.Module, compile_mode: str | None, freeze: bool = False,
               inductor_options: Mapping[str, object] | None = None) -> Callable[..., Tensor]:
     if not compile_mode:
         return module
-    if compile_mode == "aot":
-        return AOTCompiled(module)
     # dynamic=False: one specialised compilation per batch size, no symbolic shapes in the kernels.
     mode = None if compile_mode == "default" else compile_mode
     compiled = torch.compile(module, mode=mode, dynamic=False)
@@ -93,9 +90,7 @@ class FastUNet:
 
     `dtype` is the weights' and activations' dtype (bf16 by default; float32 gives the plain network
     through the same machinery). `compile_mode`: None (eager), 'default' (Inductor, our CUDA graphs),
-    'max-autotune-no-cudagraphs', a self-graphing mode ('reduce-overhead'; ours are then off), or 'aot'
-    (AOTInductor packages built once into the user's cache folder, then loaded: `AOTCompiled`; `freeze` and
-    `inductor_options` do not apply);
+    'max-autotune-no-cudagraphs' or a self-graphing mode ('reduce-overhead'; ours are then off);
     `freeze` turns on Inductor's weight freezing for the compilation; `inductor_options` are further
     `torch._inductor.config` settings for it (e.g. {"conv_1x1_as_mm": True}).
     `cuda_graph` captures one graph per (batch, latent size, context length) on first use.

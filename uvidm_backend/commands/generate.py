@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("generate", help="make a textured 3D head from each photo")
-    parser.add_argument("photos", nargs="+", type=photo_argument, metavar="PHOTO",
-                        help="photos (JPEG, PNG, WebP, ...); 'sample:t1.jpg' is a sample photo of insightface")
+    parser.add_argument("photos", nargs="+", type=photo_argument, metavar="PHOTO_OR_FOLDER",
+                        help="photos (JPEG, PNG, WebP, ...) or folders of them; 'sample:t1.jpg' is a sample photo "
+                             "of insightface")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                         help="output folder; each photo gets DIR/<photo name>/")
     defaults = GenerateOptions()
@@ -48,7 +49,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "closed head, eyes, teeth, 53 ARKit shape keys; `uvidm weights download --full-head` "
                              "first); both (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output folders (without it, complete ones are skipped)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="photos through the networks at once (default: from the GPU's free memory, up to 32; "
+                             "1 on the CPU)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="spread the photos over every GPU of this machine or of a Ray cluster (ADDRESS, e.g. "
+                             "ray://head:10001 or auto; default: $RAY_ADDRESS, else a Ray started here); needs "
+                             "pip install "
+                             "\"uvidm-blender[ray]\"")
     parser.add_argument("--corrected-ear-mask", action="store_true",
                         help="also keep the right ear out of the model's condition (the official code means to, "
                              "but a typo keeps it in; the released model was trained with the typo)")
@@ -75,28 +85,16 @@ def photo_argument(value: str) -> Path:
     return Path(spec.origin).parent / "data" / "images" / value[len(SAMPLE_PREFIX):]
 
 
-def output_folders(photos: list[Path], root: Path) -> list[Path]:
-    """DIR/<stem>, with a suffix when two photos share a name."""
-    seen: dict[str, int] = {}
-    folders = []
-    for photo in photos:
-        count = seen.get(photo.stem, 0)
-        seen[photo.stem] = count + 1
-        folders.append(root / (photo.stem if count == 0 else f"{photo.stem}-{count + 1}"))
-    return folders
-
-
 def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from uvidm_backend.pipeline.faces import (
-        face_from_landmarks,
-        read_landmarks_file,
-        select_face,
-        sort_left_to_right,
+    from uvidm_backend.pipeline.folder_run import (
+        default_batch_size,
+        expand_photos,
+        output_folders,
+        run_jobs,
+        write_failures,
     )
-    from uvidm_backend.pipeline.output_folder import is_disk_full
-    from uvidm_backend.pipeline.pipeline import Pipeline
 
     try:
         base_options = GenerateOptions(steps=args.steps, eta=args.eta, seed=args.seed, sampler=args.sampler,
@@ -106,48 +104,88 @@ def run_generate(args: argparse.Namespace) -> int:
     except UVIDMError as error:
         print(f"error: {error}")
         return 2
-    missing_photos = [str(photo) for photo in args.photos if not photo.is_file()]
+    if args.batch_size is not None and args.batch_size < 1:
+        print(f"error: --batch-size must be 1 or more (got {args.batch_size})")
+        return 2
+    missing_photos = [str(photo) for photo in args.photos if not photo.exists()]
     if missing_photos:
         print(f"error: photo not found: {', '.join(missing_photos)}")
         return 2
+    photos = expand_photos(args.photos)
+    if not photos:
+        print(f"error: no photos in {', '.join(map(str, args.photos))} (looked for JPEG, PNG, WebP, ... files)")
+        return 2
+    if args.ray is not None:
+        from uvidm_backend.pipeline.ray_run import RayMissing, run_with_ray
+
+        try:
+            return run_with_ray(args, photos, base_options)
+        except RayMissing as error:
+            print(f"error: {error}")
+            return 2
+    pipeline = load_pipeline(args)
+    if pipeline is None:
+        return 2
+
+    jobs, failures = photo_jobs(photos, output_folders(photos, args.output), base_options, args)
+    batch_size = args.batch_size or default_batch_size(pipeline.device)
+    with tqdm(total=len(photos), unit=" heads", desc="heads", dynamic_ncols=True) as bar:
+        for failure in failures:
+            bar.update(1)
+            tqdm.write(f"{failure.photo}: {failure.error}")
+
+        failed = len(failures)
+
+        def on_result(job, state: str, error: str | None) -> None:
+            nonlocal failed
+            bar.update(1)
+            if state == "failed":
+                failed += 1
+                tqdm.write(f"{job.photo}: {error}")
+            elif state == "done":
+                tqdm.write(f"{job.photo} -> {job.folder}")
+            bar.set_postfix_str(f"batch {batch_size}" + (f", {failed} failed" if failed else ""))
+
+        summary = run_jobs(pipeline, jobs, batch_size, overwrite=args.overwrite, on_result=on_result)
+    all_failures = [*failures, *summary.failures]
+    failures_file = write_failures(args.output, all_failures, len(photos))
+    if summary.skipped:
+        print(f"{len(summary.skipped)} photo(s) skipped: their folders were already complete (--overwrite redoes them)")
+    if all_failures:
+        print(f"{len(all_failures)} of {len(photos)} photo(s) failed; see the messages above and {failures_file}")
+    return 1 if all_failures else 0
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The pipeline the options ask for, or None once the reason it cannot load is printed."""
+    from uvidm_backend.pipeline.pipeline import Pipeline
+
     try:
-        pipeline = Pipeline.load(model_paths(args), device=args.device, use_ema=args.ema,
-                                 trust_pickle=args.trust_pickle, corrected_ear_mask=args.corrected_ear_mask,
-                                 fast=args.fast)
-    except ModelFilesMissing as error:
+        return Pipeline.load(model_paths(args), device=args.device, use_ema=args.ema, trust_pickle=args.trust_pickle,
+                             corrected_ear_mask=args.corrected_ear_mask, fast=args.fast)
+    except (ModelFilesMissing, UVIDMError) as error:
         print(f"error: {error}")
-        return 2
-    except UVIDMError as error:
-        print(f"error: {error}")
-        return 2
+        return None
 
-    failures = 0
-    for photo, folder in zip(args.photos, output_folders(args.photos, args.output), strict=True):
-        with tqdm(total=100, desc=photo.name, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
-                  leave=True) as bar:
-            def progress(stage: str, fraction: float, bar=bar) -> None:
-                bar.set_postfix_str(stage)
-                bar.n = round(fraction * 100)
-                bar.refresh()
 
+def photo_jobs(photos: list[Path], folders: list[Path], base_options: GenerateOptions, args: argparse.Namespace):
+    """Each photo's job (its options: --landmarks' points for that photo), and the photos whose landmarks fail."""
+    from uvidm_backend.pipeline.faces import face_from_landmarks, read_landmarks_file, select_face, sort_left_to_right
+    from uvidm_backend.pipeline.folder_run import Failure, PhotoJob
+
+    jobs, failures = [], []
+    for photo, folder in zip(photos, folders, strict=True):
+        options = base_options
+        if args.landmarks is not None:
             try:
-                options = base_options
-                if args.landmarks is not None:
-                    # The file may list several faces: --face picks one, as it would among detected faces.
-                    faces = sort_left_to_right([face_from_landmarks(points) for points in
-                                                read_landmarks_file(args.landmarks, image_name=photo.name)])
-                    face = select_face(faces, args.face)
-                    options = GenerateOptions(**{**base_options.to_dict(), "landmarks": face.landmarks.tolist(),
-                                                 "face_index": faces.index(face)})
-                pipeline.generate_to_folder(photo, folder, options, progress, overwrite=args.overwrite)
-            except (UVIDMError, OSError) as error:  # one photo's failure, a full disk included, stops only it
-                failures += 1
-                bar.set_postfix_str("failed")
-                reason = (f"no space left on the disk of {args.output} (nothing of this photo was kept): free some "
-                          "space and run it again" if is_disk_full(error) else str(error))
-                tqdm.write(f"{photo}: {reason}")
+                # The file may list several faces: --face picks one, as it would among detected faces.
+                faces = sort_left_to_right([face_from_landmarks(points) for points in
+                                            read_landmarks_file(args.landmarks, image_name=photo.name)])
+                face = select_face(faces, args.face)
+            except UVIDMError as error:
+                failures.append(Failure(str(photo), str(folder), str(error)))
                 continue
-        print(f"{photo} -> {folder}")
-    if failures:
-        print(f"{failures} of {len(args.photos)} photo(s) failed; see the messages above")
-    return 1 if failures else 0
+            options = GenerateOptions(**{**base_options.to_dict(), "landmarks": face.landmarks.tolist(),
+                                         "face_index": faces.index(face)})
+        jobs.append(PhotoJob(photo, folder, options))
+    return jobs, failures

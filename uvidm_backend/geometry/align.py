@@ -1,5 +1,5 @@
 """Five-point face alignment of the official UV-IDM preprocessing (``ldm/data/preprocess_func.py``,
-``ldm/data/base.py:DDFAInFerPaths.preprocess_image``) and the paste-back of ``scripts/visualize.py``.
+``ldm/data/base.py:DDFAInFerPaths.preprocess_image``).
 
 Coordinate conventions (trap 7 of the reference README): the official code never flips landmarks,
 yet ``resize_crop_img`` and ``trans_projXY_back_to_ori_coord`` assume **y-up** landmarks,
@@ -15,7 +15,7 @@ It coincides with the insightface / ArcFace ``kps`` order; only the y axis diffe
 
 ``trans_params`` = ``[w0, h0, s, t0, t1, target_size]`` (float64, as the dataset returns it): photo
 size, the resize factor ``rescale_factor / pos_scale`` and the POS translation (y-up). Note that
-``visualize.py`` casts it to float32 before the encoder and the paste-back; integer truncations
+``visualize.py`` casts it to float32 before the encoder; integer truncations
 such as ``int(w0 * s)`` are evaluated in the dtype of the array that is passed in (trap 5).
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -40,10 +39,8 @@ __all__ = [
     "lm5_from_insightface",
     "lm5_from_lm68",
     "pos",
-    "preprocess_image",
     "resize_crop_img",
     "to_minus_one_one",
-    "trans_back_ori_image",
     "ydown_to_yup",
 ]
 
@@ -264,53 +261,3 @@ def align_face(
 def to_minus_one_one(image_uint8: np.ndarray) -> np.ndarray:
     """uint8 RGB → float32 in [-1, 1] (``pillow2np(x) / 127.5 - 1`` of ``DDFAInFerPaths``)."""
     return (np.asarray(image_uint8, np.float32) / 127.5 - 1.0).astype(np.float32)
-
-
-def preprocess_image(
-    image: Image.Image | np.ndarray,
-    lm68_yup: np.ndarray,
-    lm3d_68: np.ndarray,
-    target_size: int = TARGET_SIZE,
-    rescale_factor: float = RESCALE_FACTOR,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``DDFAInFerPaths.preprocess_image`` after landmark detection.
-
-    ``lm68_yup`` (68, 2) y-up photo landmarks, ``lm3d_68`` = ``similarity_Lm3D_all.mat['lm']``.
-    Returns ``(crop, image_ori, trans_params)``: the aligned crop and the whole photo as float32 in
-    [-1, 1] (H, W, 3), and the (6,) float64 trans_params.
-    """
-    image = _as_rgb(image)
-    lm5_2d = extract_lm5_from_lm68(np.asarray(lm68_yup).astype(np.float32))
-    lm5_3d = extract_lm5_from_lm68(lm3d_68)
-    alignment = align_face(image, lm5_2d, lm5_3d, target_size, rescale_factor)
-    return alignment.model_input(), to_minus_one_one(np.asarray(image)), np.array(alignment.trans_params)
-
-
-def trans_back_ori_image(
-    mask: np.ndarray, face: np.ndarray, ori_image: np.ndarray, trans_params: np.ndarray
-) -> np.ndarray:
-    """``visualize.py:trans_back_ori_image``: blend a crop render into the photo, returned at 224x224.
-
-    The render is pasted with ``cv2.warpAffine`` (translation by the crop corner, bilinear) into the
-    resized frame, resized to the photo size, alpha-blended with ``mask`` and resized to 224x224
-    (all OpenCV bilinear). ``mask`` (S, S, C) float (channel 0 is used), ``face`` (S, S, 3),
-    ``ori_image`` (h0, w0, 3) in the face's value range. (The pipeline's preview renders the head
-    at the photo's own resolution instead: `uvidm_backend.pipeline.preview`.)
-    """
-    w0, h0, s, t0, t1, target_size = np.asarray(trans_params)
-    w, h = int(w0 * s), int(h0 * s)
-    w0, h0 = int(w0), int(h0)
-    left = int(w / 2 - target_size / 2 + float((t0 - w0 / 2) * s))
-    up = int(h / 2 - target_size / 2 + float((h0 / 2 - t1) * s))
-    matrix = np.array([[1, 0, left], [0, 1, up]]).astype(np.float32)
-    mask_affine = cv2.warpAffine(np.ascontiguousarray(mask[:, :, 0]), matrix, (w, h), flags=cv2.INTER_LINEAR)
-    channels = [
-        cv2.warpAffine(np.ascontiguousarray(face[..., c]), matrix, (w, h), flags=cv2.INTER_LINEAR) for c in range(3)
-    ]
-    face_affine = np.stack(channels, axis=-1)
-    mask_ori = cv2.resize(mask_affine[..., None], (w0, h0))[..., None]
-    face_ori = cv2.resize(face_affine, (w0, h0))
-    blended = mask_ori * face_ori + ori_image * (1 - mask_ori)
-    return cv2.resize(blended, (224, 224))
-
-

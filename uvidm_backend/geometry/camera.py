@@ -49,36 +49,9 @@ def project(vertices_camera: Tensor, focal: float = FOCAL, center: float = CENTE
     return homogeneous[..., :2] / homogeneous[..., 2:]
 
 
-def ndc_projection(focal: float = FOCAL, center: float = CENTER, near: float = Z_NEAR, far: float = Z_FAR
-                   ) -> Tensor:
-    """The (4, 4) float32 matrix the official `MeshRenderer` applies to (x, -y, z, 1).
-
-    `ndc_projection(x, n, f) @ diag(1, -1, -1, 1)` with x = tan(fov / 2) * near and
-    fov = 2 atan(center / focal) in degrees, rounded to float32 as in the official code.
-    """
-    fov = 2 * np.arctan(center / focal) * 180 / np.pi
-    x = np.tan(np.deg2rad(fov * 0.5)) * near
-    n, f = near, far
-    matrix = np.array([[n / x, 0, 0, 0],
-                       [0, n / -x, 0, 0],
-                       [0, 0, -(f + n) / (f - n), -(2 * f * n) / (f - n)],
-                       [0, 0, -1, 0]]).astype(np.float32)
-    return torch.from_numpy(matrix) @ torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
-
-
-def clip_space(vertices_camera: Tensor, focal: float = FOCAL, center: float = CENTER, near: float = Z_NEAR,
-               far: float = Z_FAR) -> Tensor:
-    """Camera coordinates (B, N, 3) -> (B, N, 4) OpenGL clip coordinates, as fed to nvdiffrast.
-
-    x_ndc = focal * x / (center * z) matches `project` (pixel x = center * (1 + x_ndc)); the y
-    axis is flipped (`vertex[..., 1] = -vertex[..., 1]` in the official renderer), so clip-space
-    y = -1 is the top row of the crop when rows count downwards from the top; w = z.
-    """
-    matrix = ndc_projection(focal, center, near, far).to(device=vertices_camera.device,
-                                                          dtype=vertices_camera.dtype)
-    homogeneous = torch.cat([vertices_camera[..., :1], -vertices_camera[..., 1:2], vertices_camera[..., 2:3],
-                             torch.ones_like(vertices_camera[..., :1])], dim=-1)
-    return homogeneous @ matrix.t()
+def depth_to_ndc(depth: Tensor, near: float = Z_NEAR, far: float = Z_FAR) -> Tensor:
+    """Distance from the camera -> the rasterizers' z in [-1, 1] between the near and far planes (linear)."""
+    return (depth - near) / (far - near) * 2 - 1
 
 
 def projXY_to_original(projXY: Tensor, trans_params: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """UV space of the whole-head BFM: vertex <-> texture lookups and photo -> UV remapping.
 
-Official counterparts (UV-IDM): `process_uv`, `uv2vertices_torch`, `my_render_colors_ras_torch`
+Official counterparts (UV-IDM): `process_uv`, `my_render_colors_ras_torch`
 (`scripts/visualize.py`) and `remap_tex_from_input2D` (`ldm/modules/encoders/modules.py`).
 UV pixel coordinates follow `process_uv`: x = u (W - 1), y = H - 1 - v (H - 1), rows from the top.
 """
@@ -46,38 +46,6 @@ def resize_uv_map(uv_map: Tensor, size: int) -> Tensor:
     if uv_map.shape[-2:] == (size, size):
         return uv_map
     return F.interpolate(uv_map, (size, size), mode="bicubic", align_corners=True)
-
-
-def uv2vertices(uv_map: Tensor, uv_pixels: Tensor | ArrayLike, fix_border: bool = False) -> Tensor:
-    """Bilinear lookup of a (B, C, H, W) map at (N, >=2) pixel coordinates -> (B, N, C).
-
-    Official `uv2vertices_torch`. By default its border quirk is kept (trap 14): the right/bottom
-    neighbours are clipped *before* the weights are computed, so a point exactly on the last
-    column or row gets all-zero weights (black). `fix_border=True` clamps the coordinates into
-    the map and gives every point weights that sum to 1.
-    """
-    _, _, height, width = uv_map.shape
-    coords = torch.as_tensor(uv_pixels, device=uv_map.device)
-    if not coords.is_floating_point():
-        coords = coords.to(torch.float64)
-    x, y = coords[:, 0], coords[:, 1]
-    if fix_border:
-        x = x.clamp(0, width - 1)
-        y = y.clamp(0, height - 1)
-    x0 = torch.floor(x).long()
-    y0 = torch.floor(y).long()
-    x1, y1 = x0 + 1, y0 + 1
-    x0, x1 = x0.clamp(0, width - 1), x1.clamp(0, width - 1)
-    y0, y1 = y0.clamp(0, height - 1), y1.clamp(0, height - 1)
-    if fix_border:
-        fx, fy = x - torch.floor(x), y - torch.floor(y)
-        weights = [(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]
-    else:
-        weights = [(x1 - x) * (y1 - y), (x - x0) * (y1 - y), (x1 - x) * (y - y0), (x - x0) * (y - y0)]
-    values = torch.stack([uv_map[:, :, y0, x0], uv_map[:, :, y0, x1], uv_map[:, :, y1, x0],
-                          uv_map[:, :, y1, x1]], dim=-1)  # (B, C, N, 4)
-    weight = torch.stack(weights, dim=-1).to(uv_map.dtype)  # (N, 4)
-    return (values * weight).sum(dim=-1).permute(0, 2, 1)
 
 
 def render_vertex_colors_uv(colors: Tensor, triangles: Tensor, triangle_buffer: Tensor,

@@ -9,12 +9,14 @@ for output textures).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from .raster import TorchRasterizer
-from .uv import process_uv
+from .raster import TorchRasterizer, pixels_to_clip
+from .uv import process_uv, uv_vertex_index
 
 
 def uv_lookup_tables(
@@ -49,13 +51,51 @@ def uv_lookup_tables(
 
     # texel coordinates of the official `process_uv`, in float64 whatever the UVs' dtype
     pixels = torch.from_numpy(process_uv(uv.detach().cpu().double().numpy(), height, width)[:, :2]).to(device)
-    # Clip coordinates that put texel (r, c)'s centre at pixel (row r, column c); z = 0, w = 1.
-    clip = torch.zeros((1, uv.shape[0], 4), dtype=torch.float64, device=device)
-    clip[0, :, 0] = (pixels[:, 0] + 0.5) / width * 2 - 1
-    clip[0, :, 1] = (pixels[:, 1] + 0.5) / height * 2 - 1
-    clip[0, :, 3] = 1.0
+    clip = pixels_to_clip(pixels[None], height, width)  # texel (r, c)'s centre at pixel (row r, column c)
     rasterizer = TorchRasterizer(device, fill_rule="inclusive")
     # float64 clip coordinates: texel centres on vertices or edges stay exactly on them.
     raster = rasterizer.rasterize(clip, triangles, (height, width))
     triangle_buffer = raster.triangle_id[0].clamp(min=0)
     return triangle_buffer, raster.barycentric[0].contiguous()
+
+
+@dataclass(frozen=True, eq=False)
+class UVLayout:
+    """The UV lookup tables of the whole-head mesh at one texture size, as the stages read them."""
+
+    triangle_buffer: Tensor  # (S, S) int64
+    barycentric_weight: Tensor  # (S, S, 3) float32
+    vertex_index: Tensor  # (S, S, 3) the three vertices of each texel's triangle (`unwrap_uv_idx_v_idx`)
+
+    @property
+    def size(self) -> int:
+        return int(self.triangle_buffer.shape[-1])
+
+
+class UVLayouts:
+    """`UVLayout`s of one mesh by texture size, each built once (`uv_lookup_tables`), on `device`.
+
+    `official` gives the tables of the BFM folder (`triangle_buffer.npy`, `barycentric_weight.npy`) for
+    their own size; the others are rasterised from the UVs.
+    """
+
+    def __init__(self, uv: Tensor, triangles: Tensor, device: torch.device,
+                 official: tuple[np.ndarray, np.ndarray] | None = None):
+        self.uv, self.triangles, self.device = uv.to(device), triangles.to(device), device
+        self._layouts: dict[int, UVLayout] = {}
+        if official is not None:
+            buffer, weight = (torch.from_numpy(np.asarray(table)).to(device) for table in official)
+            self._layouts[int(buffer.shape[-1])] = self._layout(buffer.long(), weight.float())
+
+    def has(self, size: int) -> bool:
+        return size in self._layouts
+
+    def at(self, size: int) -> UVLayout:
+        if size not in self._layouts:
+            buffer, weight = uv_lookup_tables(self.uv, self.triangles, size, device=self.device)
+            self._layouts[size] = self._layout(buffer.to(self.device), weight.to(self.device))
+        return self._layouts[size]
+
+    def _layout(self, buffer: Tensor, weight: Tensor) -> UVLayout:
+        return UVLayout(triangle_buffer=buffer, barycentric_weight=weight,
+                        vertex_index=uv_vertex_index(self.triangles, buffer))

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from uvidm_backend.geometry.camera import CENTER, Z_FAR, Z_NEAR
+from uvidm_backend.geometry.camera import CENTER, Z_FAR, Z_NEAR, depth_to_ndc
+from uvidm_backend.geometry.raster import pixels_to_clip
 
 # A vertex counts as visible when it is at most this far (BFM units: 10 cm each, so 2 mm) behind
 # the nearest rendered surface around its pixel.
@@ -28,9 +29,10 @@ def depth_visible_vertices(projXY: Tensor, depth: Tensor, triangles: Tensor, ras
     each vertex is compared with the farthest surface in the 3x3 pixels around it, so vertices on a
     silhouette, whose pixel may belong to the background or a neighbouring triangle, are not lost.
     """
-    ndc = projXY / (crop_size / 2) - 1
-    ndc_z = (depth - Z_NEAR) / (Z_FAR - Z_NEAR) * 2 - 1
-    clip = torch.cat([ndc, ndc_z.unsqueeze(-1), torch.ones_like(ndc_z).unsqueeze(-1)], dim=-1)
+    # The crop's coordinates span [0, crop_size] edge to edge; rendered at `resolution` pixels, edges outward.
+    ndc_z = depth_to_ndc(depth)
+    clip = pixels_to_clip(projXY * (resolution / crop_size) - 0.5, resolution, resolution, ndc_z)
+    ndc = clip[..., :2]
     raster = rasterizer.rasterize(clip.float().contiguous(), triangles.int(), (resolution, resolution))
     surface = raster.depth.masked_fill(raster.triangle_id < 0, 1.0)  # background: the far plane
     farthest = F.max_pool2d(surface.unsqueeze(1), 3, stride=1, padding=1).squeeze(1)

@@ -1,4 +1,4 @@
-"""The fitted head of one photo: computed once, read by the texture and the mesh stages.
+"""The fitted heads of a batch of photos: computed once, read by the texture and the mesh stages.
 
 visualize.py fits the output head with a stand-alone reconstruction network (`epoch_20.pth`),
 apart from the condition stage's copy inside `ldm.ckpt`; its shape, pose, normals and projections
@@ -18,16 +18,16 @@ from uvidm_backend.models.recon_net import FaceCoefficients, ReconNet
 
 @dataclass(frozen=True, eq=False)
 class Fit:
-    """The whole-head BFM fitted to one photo (batch of one)."""
+    """The whole-head BFM fitted to each of B photos."""
 
     coefficients: FaceCoefficients
-    shape: Tensor  # (1, N, 3) with the photo's expression
-    id_shape: Tensor  # (1, N, 3) without the expression
-    rotation: Tensor  # (1, 3, 3), rows rotated as `v @ R`
-    normals: Tensor  # (1, N, 3) of `shape`, unrotated, pointing into the head (BFM winding)
-    vertices_camera: Tensor  # (1, N, 3) camera coordinates, z = distance in front of the camera
-    projected_crop: Tensor  # (1, N, 2) in the 224 crop, y up
-    projected: Tensor  # (1, N, 2) in photo pixels, y down
+    shape: Tensor  # (B, N, 3) with the photo's expression
+    id_shape: Tensor  # (B, N, 3) without the expression
+    rotation: Tensor  # (B, 3, 3), rows rotated as `v @ R`
+    normals: Tensor  # (B, N, 3) of `shape`, unrotated, pointing into the head (BFM winding)
+    vertices_camera: Tensor  # (B, N, 3) camera coordinates, z = distance in front of the camera
+    projected_crop: Tensor  # (B, N, 2) in the 224 crop, y up
+    projected: Tensor  # (B, N, 2) in photo pixels, y down
 
     @property
     def normals_rotated(self) -> Tensor:
@@ -35,7 +35,8 @@ class Fit:
 
 
 def fit_head(recon_net: ReconNet, head_model: FaceModel, crop01: Tensor, trans_params: Tensor) -> Fit:
-    """Coefficients of the (1, 3, 224, 224) crop in [0, 1], and everything the later stages read from them."""
+    """Coefficients of the (B, 3, 224, 224) crops in [0, 1] (trans_params (B, 6)), and everything the later
+    stages read from them."""
     coefficients = recon_net(crop01)
     shape, id_shape = head_model.compute_shape(coefficients.id, coefficients.exp)
     rotation = head_model.rotation(coefficients.angle)

@@ -26,6 +26,10 @@ TEXTURES = ("default", "official")
 FAST_MODES = ("auto", "off", "graph", "compile")
 
 
+# What may differ between the photos of one batch (`GenerateOptions.batch_key`).
+PER_PHOTO_OPTIONS = frozenset({"seed", "face_index", "landmarks", "expression", "head", "debug_maps"})
+
+
 @dataclass(frozen=True)
 class GenerateOptions:
     steps: int = 50  # sampler steps (50 DDIM steps: the official inference; 20 suit "dpmpp")
@@ -73,3 +77,8 @@ class GenerateOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def batch_key(self) -> tuple:
+        """Options equal in this key can share a batch: they may differ only in what is per photo (the seed,
+        the face, the mesh's expression, the heads written, the debug maps)."""
+        return tuple(value for name, value in sorted(self.to_dict().items()) if name not in PER_PHOTO_OPTIONS)

@@ -1,24 +1,26 @@
-"""One photo in, a textured BFM head out: the backend's main job.
+"""Photos in, textured BFM heads out: the backend's main job, one photo or a batch of them.
 
-photo -> face (insightface or given five points) -> alignment (official preprocessing) ->
-condition stage (BFM fit, face parsing, partial UV texture, tokens) -> DDIM sampling ->
-decoding -> fit of the output head -> textures (the official colour match, the mesh's albedo) ->
-mesh -> files.
+photo -> face (insightface or given points) -> alignment (official preprocessing) [`prepare`, CPU] ->
+condition stage (BFM fit, face parsing, partial UV texture, tokens) -> sampling -> decoding [`sampling`] ->
+the one `Fit` of the output heads [`fit`] -> textures (the official colour match, the mesh's albedo)
+[`texture_stage`] -> mesh [`mesh`] -> preview -> files [`files`].
 
-One `Pipeline` holds the loaded models (load once, reuse for every photo); `generate`
-returns the finished head in memory, `generate_to_folder` writes it atomically.
+One `Pipeline` holds the loaded models (load once, reuse for every photo). `generate` returns one head
+in memory and `generate_to_folder` writes it atomically; `generate_batch` and `generate_prepared` run
+several photos through the networks at once (`GenerateOptions.batch_key` says which can share a batch),
+each photo with its own seed, progress and failure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,153 +28,53 @@ import numpy as np
 import torch
 
 from uvidm_backend import __version__
-from uvidm_backend.acceleration import EAGER_UPDATES, CudaGraphed, FastDecoder, compile_unet, warmed_fused_updates
-from uvidm_backend.acceleration.compile_cache import use_persistent_compile_cache
-from uvidm_backend.acceleration.fast import FastUNet, example_unet_inputs
 from uvidm_backend.condition import Condition, ConditionStage
 from uvidm_backend.devices import pick_device
-from uvidm_backend.diffusion import ddim_schedule, dpmpp_schedule, sample_ddim, sample_dpmpp_2m
-from uvidm_backend.diffusion.ddim import SamplerUpdate
-from uvidm_backend.fullhead.files import (
-    full_head_file_names,
-    full_head_folder,
-    has_full_head_files,
-    write_full_head_files,
-)
-from uvidm_backend.fullhead.model import FullHead, FullHeadModel
-from uvidm_backend.geometry.align import align_face, extract_lm5_from_lm68
+from uvidm_backend.fullhead.files import full_head_folder, has_full_head_files
+from uvidm_backend.fullhead.model import FullHeadModel
+from uvidm_backend.geometry.align import extract_lm5_from_lm68
 from uvidm_backend.geometry.bfm_files import BFMData, load_bfm
 from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL
-from uvidm_backend.geometry.face_model import DEFAULT_INIT_LIT, FaceModel
+from uvidm_backend.geometry.face_model import FaceModel
 from uvidm_backend.geometry.raster import get_rasterizer
-from uvidm_backend.geometry.uv import remap_texture_from_image, uv_vertex_index
-from uvidm_backend.geometry.uv_tables import uv_lookup_tables
-from uvidm_backend.geometry.visibility import depth_visible_vertices
+from uvidm_backend.geometry.uv_tables import UVLayouts
 from uvidm_backend.models.stack import LatentDiffusionConfig, load_latent_diffusion, load_recon_net
 from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.errors import ModelFilesMissing
-from uvidm_backend.pipeline.export import TexturedMesh, write_glb, write_obj
-from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
+from uvidm_backend.pipeline.faces import FaceDetector
+from uvidm_backend.pipeline.fast_path import FastPath, choose_fast_path, compiled_fast_path
+from uvidm_backend.pipeline.files import Head, write_head_folder
 from uvidm_backend.pipeline.fit import Fit, fit_head
-from uvidm_backend.pipeline.images import Photo, load_photo
+from uvidm_backend.pipeline.images import load_photo
+from uvidm_backend.pipeline.mesh import head_mesh, outward_triangles
 from uvidm_backend.pipeline.options import FAST_MODES, GenerateOptions
-from uvidm_backend.pipeline.output_folder import OutputFolder, write_bytes, write_json, write_png
-from uvidm_backend.pipeline.png import encode_png
+from uvidm_backend.pipeline.prepare import PreparedPhoto, align, prepare_photo
 from uvidm_backend.pipeline.preview import preview_scale, render_preview
+from uvidm_backend.pipeline.progress import STAGES, BatchProgress, BatchStopped, Progress
+from uvidm_backend.pipeline.sampling import decode_textures, sample_latents
+from uvidm_backend.pipeline.texture_stage import TextureStage
 from uvidm_backend.registry import ModelPaths
+
+__all__ = ["STAGES", "Head", "Pipeline", "Progress", "Request", "pick_device"]
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 #: GIL switch interval while compiling in the background: a generation waits up to this long for the GIL each
 #: time it gives it up (CUDA synchronisation, file writes), and the compiler holds it for a minute or more.
 COMPILING_SWITCH_INTERVAL_S = 0.0005
-BFM_UNIT_METRES = 0.1  # BFM coordinates are in units of 10 cm (focal 1015 px at distance 10)
-
-# Share of the whole job each stage stands for, in order (for one progress bar).
-STAGES = {"photo": 0.02, "face": 0.04, "condition": 0.12, "diffusion": 0.6, "decode": 0.05, "texture": 0.08,
-          "mesh": 0.02, "full_head": 0.0, "preview": 0.04, "files": 0.03}
 
 
-@dataclass(frozen=True, eq=False)
-class Head:
-    """A finished head, before it is written to files."""
+@dataclass(frozen=True)
+class Request:
+    """One photo of a batch: where it comes from, its options, and its own progress callback."""
 
-    mesh: TexturedMesh
-    albedo: np.ndarray  # (S, S, 3) uint8, the texture of the mesh
-    albedo_model: np.ndarray  # the diffusion model's raw texture, uint8
-    albedo_model_matched: np.ndarray  # the official colour-matched texture, uint8 as visualize.py writes it
-    preview: np.ndarray  # (H, W, 3) uint8
-    info: dict[str, Any] = field(default_factory=dict)  # result.json
-    full: FullHead | None = None  # the ICT full head (options.head "full" or "both")
-    bfm_head: bool = True  # whether head.glb / head.obj are written
-    debug_maps: dict[str, np.ndarray] = field(default_factory=dict)  # file name -> uint8 image (--debug-maps)
-
-
-class _ProgressTracker:
-    """Turns (stage, fraction of the stage) into the fraction of the whole job; times each stage.
-
-    On CUDA each stage boundary waits for the GPU: kernels run asynchronously, and without the
-    wait a stage's GPU time would be billed to whichever later stage first reads a result.
-    """
-
-    def __init__(self, callback: Progress | None, device: torch.device | None = None):
-        self.callback = callback
-        self.timings: dict[str, float] = {}
-        self._done = 0.0
-        self._stage: str | None = None
-        self._started = 0.0
-        self._cuda = device is not None and device.type == "cuda"
-
-    def start(self, stage: str) -> None:
-        self.finish()
-        self._stage, self._started = stage, time.perf_counter()
-        self.report(0.0)
-
-    def report(self, fraction: float) -> None:
-        if self.callback is not None and self._stage is not None:
-            self.callback(self._stage, min(1.0, self._done + STAGES[self._stage] * fraction))
-
-    def finish(self) -> None:
-        if self._stage is not None:
-            if self._cuda:
-                torch.cuda.synchronize()
-            self.timings[self._stage] = round(time.perf_counter() - self._started, 4)
-            self._done += STAGES[self._stage]
-            self._stage = None
-
-
-def outward_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Triangles wound counter-clockwise seen from outside (glTF/OBJ front faces).
-
-    BFM's winding makes `compute_norm` point into the head; exporters need the other way.
-    """
-    a, b, c = (vertices[triangles[:, k]] for k in range(3))
-    normals = np.cross(b - a, c - a)
-    outward = (a + b + c) / 3 - vertices.mean(axis=0)
-    return triangles if np.sum(normals * outward) >= 0 else triangles[:, ::-1].copy()
-
-
-def head_file_names(head: Head) -> list[str]:
-    """The files `write_head_files` writes (result.json aside)."""
-    names = ["albedo.png", "albedo_model.png", "albedo_model_matched.png", "preview.png", *head.debug_maps]
-    if head.bfm_head:
-        names += ["head.glb", "head.obj", "head.mtl"]
-    if head.full is not None:
-        names += full_head_file_names(head.full)
-    return names
-
-
-def write_head_files(head: Head, folder: OutputFolder) -> None:
-    """head.glb, head.obj/.mtl (and/or the full head's files), albedo.png, albedo_model.png,
-    albedo_model_matched.png, preview.png (and the debug maps) into `folder`.
-
-    The albedo's PNG, the slowest file, is encoded first, on every core; the other files are
-    written beside it (zlib and file I/O release the GIL), and the two that hold it as soon as it is
-    there. Returns, or raises the first error, only once no writer is left running (so that a failed
-    folder can be removed).
-    """
-    with ThreadPoolExecutor(max_workers=6) as writers:  # leaving the block waits for every writer
-        albedo_png = writers.submit(encode_png, head.albedo)
-        # The preview is compressed lightly: it is looked at once.
-        written = [writers.submit(write_png, head.preview, folder / "preview.png", compress_level=1),
-                   writers.submit(write_png, head.albedo_model, folder / "albedo_model.png"),
-                   writers.submit(write_png, head.albedo_model_matched, folder / "albedo_model_matched.png"),
-                   *(writers.submit(write_png, image, folder / name) for name, image in head.debug_maps.items())]
-        if head.bfm_head:
-            written.append(writers.submit(write_obj, head.mesh, folder / "head.obj", "head.mtl", "albedo.png"))
-        if head.full is not None:
-            written.append(writers.submit(write_full_head_files, head.full, folder))
-        png = albedo_png.result()  # once, for albedo.png and inside head.glb
-        written.append(writers.submit(write_bytes, png, folder / "albedo.png"))
-        if head.bfm_head:
-            written.append(writers.submit(write_glb, head.mesh, folder / "head.glb", png))
-        for future in written:
-            future.result()
+    photo: bytes | str | Path
+    options: GenerateOptions = dataclasses.field(default_factory=GenerateOptions)
+    progress: Progress | None = None
 
 
 class Pipeline:
-    """The loaded models and the steps from a photo to a textured head."""
+    """The loaded models and the stages from photos to textured heads."""
 
     def __init__(self, paths: ModelPaths, device: torch.device, networks, recon_net, bfm: BFMData,
                  detector: FaceDetector, corrected_ear_mask: bool = False, fast: str = "off", freeze: bool = True):
@@ -190,75 +92,46 @@ class Pipeline:
         self.front_idx = torch.from_numpy(bfm.front_idx).to(device)
         self.lm3d_5 = extract_lm5_from_lm68(bfm.lm3d)
         self.model_size = networks.config.texture_size
-        self._uv_tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._uv_vertex_index: dict[int, torch.Tensor] = {}
         # The official tables and mask when the BFM folder has them, else stand-ins; result.json and
         # `uvidm doctor` say which (they change the condition and the colours).
-        self.uv_tables_source = "rebuilt"
+        official_tables = None
         if bfm.triangle_buffer is not None:
             if bfm.triangle_buffer.shape[0] == self.model_size:
-                self._uv_tables[self.model_size] = (torch.from_numpy(bfm.triangle_buffer).to(device),
-                                                    torch.from_numpy(bfm.barycentric_weight).to(device))
-                self.uv_tables_source = "official"
+                official_tables = (bfm.triangle_buffer, bfm.barycentric_weight)
             else:
                 log.warning("the UV tables in %s are %d px, the model's texture %d px: rebuilt at %d px",
                             paths.bfm, bfm.triangle_buffer.shape[0], self.model_size, self.model_size)
-        tables = self.uv_tables(self.model_size)
+        self.layouts = UVLayouts(self.uv, self.triangles, device, official_tables)
+        self.uv_tables_source = "official" if official_tables is not None else "rebuilt"
+        model_layout = self.layouts.at(self.model_size)
+        # The fast path is chosen here, once; a background compilation may later replace it whole.
+        self.freeze = freeze
+        self.fast_path: FastPath = choose_fast_path(self.networks, fast, device, freeze)
         self.condition_stage = ConditionStage(
             self.networks.recon_net, self.networks.seg_model, self.networks.condition_fuser, self.head_model,
-            self.uv_vertices(self.model_size), tables[1], corrected_ear_mask).to(device)
+            model_layout.vertex_index, model_layout.barycentric_weight, corrected_ear_mask,
+            fuse_tokens=self.fast_path.fuse_tokens).to(device)
         if bfm.front_mask is not None:
-            self.front_mask = textures.official_front_mask(bfm.front_mask, self.model_size).to(device)
+            front_mask = textures.official_front_mask(bfm.front_mask, self.model_size).to(device)
             self.front_mask_source = "official"
         else:
-            self.front_mask = textures.front_region_mask(self.triangles, *tables, self.front_idx)
+            front_mask = textures.front_region_mask(self.triangles, model_layout.triangle_buffer,
+                                                    model_layout.barycentric_weight, self.front_idx)
             self.front_mask_source = "footprint"
+        self.front_mask = front_mask
+        self.texture_stage = TextureStage(self.head_model, self.front_model, self.front_idx, self.triangles,
+                                          self.layouts, front_mask, self.rasterizer, self.model_size)
         mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().numpy()
         self.export_triangles = outward_triangles(mean_shape, bfm.full_triangles)
-        self.fast = fast if device.type == "cuda" else "off"
-        self.freeze = freeze
         # One generation at a time on the models; swapping in a UNet compiled in the background waits for it.
         self._gpu = threading.Lock()
         self._compiling: threading.Thread | None = None
         self._full_head: FullHeadModel | None = None
-        self.eps_model, self.decode = self.networks.unet, self.networks.decode_latent
-        self.sampler_updates = EAGER_UPDATES
-        if self.fast != "off":
-            # bf16 UNet replayed from a CUDA graph (relative error of the texture ~3e-3, see
-            # docs/PERFORMANCE.md); "compile" adds Inductor fusion (minutes to compile, once).
-            self.eps_model = self._fast_unet(compiled=self.fast == "compile", warm=True)
-            self.decode = FastDecoder(self.networks, torch.float32)
-            # The float32 fuser replayed from a CUDA graph: the same function without its launch gaps.
-            self.condition_stage.fuse_tokens = CudaGraphed(self.networks.condition_fuser)
-            if self.fast == "compile":
-                # Inductor is loaded anyway: each sampler update becomes one kernel (graph mode stays free of
-                # torch.compile, whose first use costs seconds of start-up and a working Triton).
-                self.sampler_updates = self._fused_updates()
-            self._capture_graphs()
 
-    def _fast_unet(self, compiled: bool, warm: bool) -> FastUNet:
-        """The bf16 fast UNet, compiled or not; `warm`: compiled and captured now for a generation's shapes."""
-        if compiled:
-            log.info("torch.compile caches in %s", use_persistent_compile_cache())
-        config = self.networks.config
-        return compile_unet(self.networks.unet, torch.bfloat16, batch=1 if warm else None,
-                            latent_size=config.image_size, context_len=config.context_tokens,
-                            compile_mode="default" if compiled else None, freeze=self.freeze and compiled,
-                            timestep_table=config.timesteps)
-
-    def _fused_updates(self) -> dict[str, SamplerUpdate]:
-        size = self.networks.config.image_size
-        return warmed_fused_updates((1, self.networks.config.channels, size, size), self.device)
-
-    @torch.inference_mode()
-    def _capture_graphs(self) -> None:
-        """Captures the fuser's and decoder's CUDA graphs now (the UNet's is already): a first generation
-        that captures nothing, and no capture later that could collide with a background compilation."""
-        size = self.model_size
-        self.condition_stage.fuse_tokens(torch.zeros(1, 3, size, size, device=self.device))
-        latent_size = self.networks.config.image_size
-        self.decode(torch.zeros(1, self.networks.config.channels, latent_size, latent_size, device=self.device))
-        torch.cuda.synchronize(self.device)
+    @property
+    def fast(self) -> str:
+        """The fast path's mode now: "off", "graph" or "compile"."""
+        return self.fast_path.mode
 
     def compile_in_background(self) -> threading.Thread | None:
         """Starts compiling the UNet (and the sampler updates) in a background thread; graph mode serves
@@ -280,15 +153,11 @@ class Pipeline:
             # Compiled off the lock, its kernels on a stream of their own: generations go on (slower while the
             # compiler shares the CPU with them).
             with torch.inference_mode(), torch.cuda.device(self.device), torch.cuda.stream(torch.cuda.Stream()):
-                unet = self._fast_unet(compiled=True, warm=False)
-                inputs = example_unet_inputs(unet.config, self.device, 1, self.networks.config.image_size,
-                                             self.networks.config.context_tokens)
-                unet.without_graph(*inputs)
-                updates = self._fused_updates()
+                compiled, inputs = compiled_fast_path(self.fast_path, self.networks, self.device, self.freeze)
                 torch.cuda.current_stream().synchronize()
             with self._gpu, torch.inference_mode():
-                unet(*inputs)  # its CUDA graph: captured while no generation runs
-                self.eps_model, self.sampler_updates, self.fast = unet, updates, "compile"
+                compiled.eps_model(*inputs)  # its CUDA graph: captured while no generation runs
+                self.fast_path = compiled
             log.info("the compiled UNet took over after %.1f s", time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - graph mode goes on serving; say why it stays
             log.warning("compiling the UNet in the background failed; graph mode stays", exc_info=True)
@@ -349,24 +218,7 @@ class Pipeline:
     def precision(self) -> dict[str, str]:
         """The arithmetic each network runs in now (result.json's `precision`): the UNet's changes when
         `compile_in_background` swaps in the compiled one, between two generations."""
-        unet = {"off": "float32", "graph": "bf16 graph", "compile": "bf16 compiled"}[self.fast]
-        graphed = "float32" if self.fast == "off" else "float32 graph"
-        return {"unet": unet, "decoder": graphed, "condition_fuser": graphed, "recon_net": "float32",
-                "face_parsing": "float32",
-                "sampler_update": "float32 compiled" if self.sampler_updates is not EAGER_UPDATES else "float32"}
-
-    def uv_tables(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """UV lookup tables (triangle_buffer, barycentric_weight) at `size`, computed once per size."""
-        if size not in self._uv_tables:
-            buffer, weight = uv_lookup_tables(self.uv, self.triangles, size, device=self.device)
-            self._uv_tables[size] = (buffer.to(self.device), weight.to(self.device))
-        return self._uv_tables[size]
-
-    def uv_vertices(self, size: int) -> torch.Tensor:
-        """(S, S, 3) the vertices of each texel's triangle at `size`, computed once per size."""
-        if size not in self._uv_vertex_index:
-            self._uv_vertex_index[size] = uv_vertex_index(self.triangles, self.uv_tables(size)[0])
-        return self._uv_vertex_index[size]
+        return self.fast_path.precision()
 
     def full_head_model(self) -> FullHeadModel:
         """The ICT full head's model, loaded on first use (raises `ModelFilesMissing` without its files)."""
@@ -379,144 +231,179 @@ class Pipeline:
             self._full_head = FullHeadModel.load(folder, self.bfm, mean_shape)
         return self._full_head
 
-    # -- the job ---------------------------------------------------------------------------
+    # -- the jobs --------------------------------------------------------------------------
 
-    def find_face(self, photo: Photo, options: GenerateOptions) -> tuple[DetectedFace, int | None]:
-        if options.landmarks is not None:
-            return face_from_landmarks(np.asarray(options.landmarks, dtype=np.float32), photo), options.face_index
-        faces = self.detector.detect(photo)
-        face = select_face(faces, options.face_index, photo=photo)
-        return face, faces.index(face)
+    def prepare(self, photo_source: bytes | str | Path, options: GenerateOptions) -> PreparedPhoto:
+        """The CPU stages of one photo (decoding, face, alignment); safe to call from several threads."""
+        return prepare_photo(photo_source, options, self.detector, self.lm3d_5)
 
     def generate(self, photo_source: bytes | str | Path, options: GenerateOptions | None = None,
                  progress: Progress | None = None) -> Head:
-        """The head of `photo_source` in memory (see `generate_to_folder` for the files)."""
+        """The head of `photo_source` in memory (see `generate_to_folder` for the files): a batch of one."""
+        (result,) = self.generate_batch([Request(photo_source, options or GenerateOptions(), progress)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def generate_batch(self, requests: Sequence[Request], run_batch: int | None = None) -> list[Head | Exception]:
+        """The heads of `requests`, whose options share one `batch_key`: one result per request, the head or
+        the exception that failed that photo alone (a bad photo, a cancel raised from its progress callback).
+        `run_batch`: the batch size the networks run at (see `generate_prepared`)."""
+        keys = {request.options.batch_key() for request in requests}
+        if len(keys) > 1:
+            raise ValueError("the requests of one batch must share their options' batch_key()")
+        tracker = BatchProgress([request.progress for request in requests], self.device)
+        photos: dict[int, Any] = {}
+        prepared: dict[int, PreparedPhoto] = {}
+        try:
+            tracker.start("photo")
+            for i in tracker.alive():
+                try:
+                    started = time.perf_counter()
+                    photos[i] = (load_photo(requests[i].photo), time.perf_counter() - started)
+                except Exception as error:  # noqa: BLE001 - this photo fails alone
+                    tracker.fail(i, error)
+            tracker.start("face")
+            for i in tracker.alive():
+                try:
+                    prepared[i] = align(photos[i][0], requests[i].options, self.detector, self.lm3d_5, photos[i][1])
+                except Exception as error:  # noqa: BLE001
+                    tracker.fail(i, error)
+        except BatchStopped:
+            return [tracker.failed[i] for i in range(len(requests))]
+        alive = tracker.alive()
+        heads = self.generate_prepared([prepared[i] for i in alive], run_batch=run_batch, tracker=tracker,
+                                       indices=alive) if alive else []
+        results: list[Head | Exception] = [tracker.failed.get(i) for i in range(len(requests))]
+        for i, head in zip(alive, heads, strict=True):
+            results[i] = head
+        return results
+
+    def generate_prepared(self, items: Sequence[PreparedPhoto], progress: Sequence[Progress | None] | None = None,
+                          run_batch: int | None = None, tracker: BatchProgress | None = None,
+                          indices: Sequence[int] | None = None) -> list[Head | Exception]:
+        """The networks' stages and the heads of prepared photos (`prepare`) sharing one `batch_key`, as a
+        batch: one result per item, its head or the exception that failed it alone. `run_batch` pads the
+        networks' batch to that size (a size already captured or compiled); by default the fast path's.
+        (`tracker`, `indices`: `generate_batch`'s progress, and which of its photos `items` are.)"""
+        if not items:
+            return []
+        if tracker is None:
+            tracker = BatchProgress(list(progress) if progress is not None else [None] * len(items), self.device)
+            indices = range(len(items))
+        indices = list(indices)
         with self._gpu:
-            return self._generate(photo_source, options, progress)
+            try:
+                heads = self._generate(items, tracker, indices, run_batch)
+            except BatchStopped:
+                heads = {}
+            except Exception as error:  # noqa: BLE001 - a failed batch fails each of its photos
+                heads = {}
+                for index in tracker.alive():
+                    tracker.failed.setdefault(index, error)
+        return [heads[index] if index in heads else tracker.failed[index] for index in indices]
 
     @torch.inference_mode()
-    def _generate(self, photo_source: bytes | str | Path, options: GenerateOptions | None,
-                  progress: Progress | None) -> Head:
-        options = options or GenerateOptions()
-        tracker = _ProgressTracker(progress, self.device)
+    def _generate(self, items: Sequence[PreparedPhoto], tracker: BatchProgress, indices: list[int],
+                  run_batch: int | None) -> dict[int, Head]:
+        options = items[0].options
         device = self.device
-        precision = self.precision()  # under the generation lock: a background swap comes before or after
-
-        tracker.start("photo")
-        photo = load_photo(photo_source)
-        tracker.start("face")
-        face, face_index = self.find_face(photo, options)
-        alignment = align_face(photo.pixels, face.official_lm5(photo.height), self.lm3d_5)
+        fast_path = self.fast_path  # under the generation lock: a background swap comes before or after
+        run_batch = fast_path.batch_to_run(max(len(items), run_batch or 0))
 
         tracker.start("condition")
-        crop = torch.from_numpy(alignment.model_input()).permute(2, 0, 1)[None].to(device)
-        photo_m11 = torch.from_numpy(np.array(photo.pixels)).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1
-        # visualize.py casts trans_params to float32 before they reach the model (trap 5).
-        trans_params = torch.from_numpy(np.asarray(alignment.trans_params, dtype=np.float32))[None].to(device)
-        condition = self.condition_stage(crop, photo_m11, trans_params)
+        crop = torch.cat([item.crop_m11() for item in items]).to(device)
+        photos_m11 = [item.photo_m11().to(device) for item in items]
+        trans_params = torch.cat([item.trans_params() for item in items]).to(device)
+        condition = self.condition_stage(crop, photos_m11, trans_params)
 
         tracker.start("diffusion")
-        generator = torch.Generator(device=device).manual_seed(options.seed)
-        latent_size = self.networks.config.image_size
-        x_T = torch.randn((1, self.networks.config.channels, latent_size, latent_size), generator=generator,
-                          device=device)
-        if options.sampler == "dpmpp":
-            sampler, schedule = sample_dpmpp_2m, dpmpp_schedule(self.networks.schedule, options.steps)
-        else:
-            sampler, schedule = sample_ddim, ddim_schedule(self.networks.schedule, options.steps, options.eta)
-
-        def on_step(step) -> None:
-            tracker.report((step.index + 1) / step.total)
-
-        latent = sampler(self.eps_model, x_T, condition.tokens, schedule, generator=generator, callback=on_step,
-                         update=self.sampler_updates[options.sampler])
+        latent = sample_latents(fast_path.eps_model, condition.tokens, [item.options.seed for item in items],
+                                options, self.networks, fast_path.sampler_updates, run_batch,
+                                callback=lambda step: tracker.report((step.index + 1) / step.total))
 
         tracker.start("decode")
-        generated = ((self.decode(latent) + 1) * 0.5).clamp(0, 1)
+        generated = decode_textures(fast_path.decode, latent, run_batch)
 
         tracker.start("texture")
-        photo01 = (photo_m11 + 1) * 0.5
+        photos01 = [(photo + 1) * 0.5 for photo in photos_m11]
         fit = fit_head(self.recon_net, self.head_model, (crop + 1) * 0.5, trans_params)
-        made = self._textures(fit, generated, condition, photo01, options)
+        made = self.texture_stage(fit, generated, condition, photos01, options)
+        albedo_images = [textures.to_uint8_image(made.albedo[k:k + 1]) for k in range(len(items))]
+
+        positions = dict(zip(indices, range(len(items)), strict=True))
+
+        def each(stage_fn: Callable[[int, int], Any], wanted: Callable[[PreparedPhoto], bool] = lambda _: True):
+            done = {}
+            for index in tracker.alive():
+                k = positions[index]
+                if wanted(items[k]):
+                    try:
+                        done[index] = stage_fn(index, k)
+                    except Exception as error:  # noqa: BLE001 - this photo fails alone
+                        tracker.fail(index, error)
+            return done
 
         tracker.start("mesh")
-        mesh = self._mesh(fit, made.albedo_image, options, photo)
-
-        full_head = None
-        if options.head != "bfm":
+        meshes = each(lambda _, k: head_mesh(
+            fit, k, self.head_model, self.export_triangles, self.bfm.uv, albedo_images[k],
+            neutral=items[k].options.expression != "photo",
+            name=Path(items[k].photo.name).stem if items[k].photo.name else "head"))
+        full_heads = {}
+        if any(item.options.head != "bfm" for item in items):
             tracker.start("full_head")
-            full_head = self.full_head_model().make_head(
-                fit.id_shape[0].cpu().double().numpy(),
-                fit.shape[0].cpu().double().numpy() if options.expression == "photo" else None,
-                made.albedo.float(), options.texture_size)
-
+            full_heads = each(lambda _, k: self._full_head_of(fit, k, made, items[k].options),
+                              wanted=lambda item: item.options.head != "bfm")
         tracker.start("preview")
-        scale = preview_scale(photo.width, photo.height)
-        small = photo01 if scale == 1.0 else torch.nn.functional.interpolate(
-            photo01, scale_factor=scale, mode="area", recompute_scale_factor=False)
-        preview = render_preview(self.rasterizer, small, fit.projected * scale, fit.vertices_camera[..., 2],
-                                 self.triangles, self.uv, made.albedo, made.shading)
-        preview_image = textures.to_uint8_image(preview)
-        debug_maps = self._debug_maps(made, condition) if options.debug_maps else {}
+        previews = each(lambda _, k: self._preview(photos01[k], fit, k, made))
         tracker.finish()
 
-        info = self._result_info(photo, face, face_index, fit.coefficients, alignment, options, tracker.timings)
-        info["texture"] = {"albedo": options.texture, "front_mask": self.front_mask_source,
-                           "uv_tables": self.uv_tables_source}
-        info["precision"] = precision
-        if full_head is not None:
-            info["full_head"] = full_head.info
-        return Head(mesh=mesh, albedo=made.albedo_image, albedo_model=textures.to_uint8_image(generated),
-                    albedo_model_matched=textures.official_uint8_image(made.matched), preview=preview_image,
-                    info=info, full=full_head, bfm_head=options.head != "full", debug_maps=debug_maps)
+        precision = fast_path.precision()
+        heads = {}
+        for index in tracker.alive():
+            k = positions[index]
+            item = items[k]
+            timings = {**item.timings, **tracker.timings}
+            info = self._result_info(item, fit, k, timings)
+            info["texture"] = {"albedo": options.texture, "front_mask": self.front_mask_source,
+                               "uv_tables": self.uv_tables_source}
+            info["precision"] = precision
+            info["batch"] = {"size": len(items), "run_at": run_batch}
+            full_head = full_heads.get(index)
+            if full_head is not None:
+                info["full_head"] = full_head.info
+            debug_maps = self._debug_maps(made, condition, k) if item.options.debug_maps else {}
+            heads[index] = Head(mesh=meshes[index], albedo=albedo_images[k],
+                                albedo_model=textures.to_uint8_image(generated[k:k + 1]),
+                                albedo_model_matched=textures.official_uint8_image(made.matched[k:k + 1]),
+                                preview=previews[index], info=info, full=full_head,
+                                bfm_head=item.options.head != "full", debug_maps=debug_maps)
+        return heads
 
-    def _textures(self, fit: Fit, generated: torch.Tensor, condition: Condition, photo01: torch.Tensor,
-                  options: GenerateOptions) -> textures.Textures:
-        """The official matched texture (visualize.py) and the mesh's albedo at the requested size."""
-        coefficients = fit.coefficients
-        front_shape, _ = self.front_model.compute_shape(coefficients.id, coefficients.exp)
-        front_colors = self.front_model.compute_color(
-            self.front_model.compute_texture(coefficients.tex),
-            self.front_model.compute_norm(front_shape) @ fit.rotation, coefficients.gamma, DEFAULT_INIT_LIT)
-        head_colors = self.head_model.compute_texture(coefficients.tex)
-        head_colors[:, self.front_idx] = front_colors
-        baseline = textures.baseline_color_map(head_colors, self.triangles, *self.uv_tables(self.model_size))
-        matched = textures.match_to_baseline(generated, baseline, self.front_mask)
+    def _full_head_of(self, fit: Fit, k: int, made: textures.Textures, options: GenerateOptions):
+        return self.full_head_model().make_head(
+            fit.id_shape[k].cpu().double().numpy(),
+            fit.shape[k].cpu().double().numpy() if options.expression == "photo" else None,
+            made.albedo[k:k + 1].float(), options.texture_size)
 
-        size = options.texture_size
-        buffer, weight = self.uv_tables(size)
-        albedo = textures.official_texture(matched, size)
-        if options.texture == "default":
-            # Unlike the model's condition (kept as trained), the output texture also drops surfaces
-            # hidden behind others, which the official normal test lets through.
-            unoccluded = depth_visible_vertices(fit.projected_crop, fit.vertices_camera[..., 2], self.triangles,
-                                                self.rasterizer)
-            photo_texture, photo_mask = remap_texture_from_image(
-                photo01, fit.projected, fit.normals_rotated, condition.skin, self.uv_vertices(size), weight,
-                unoccluded)
-            albedo = textures.blend_photo(albedo, photo_texture, photo_mask)
-        shading = self.head_model.compute_color(torch.ones_like(fit.shape), fit.normals_rotated, coefficients.gamma,
-                                                DEFAULT_INIT_LIT)
-        if options.delight:
-            albedo = textures.delight(albedo, textures.baseline_color_map(shading, self.triangles, buffer, weight))
-        return textures.Textures(albedo=albedo, matched=matched, baseline=baseline, shading=shading)
-
-    def _mesh(self, fit: Fit, albedo_image: np.ndarray, options: GenerateOptions, photo: Photo) -> TexturedMesh:
-        neutral = options.expression != "photo"
-        vertices = (fit.id_shape if neutral else fit.shape)[0].cpu().numpy() * BFM_UNIT_METRES
-        normals = self.head_model.compute_norm(fit.id_shape) if neutral else fit.normals
-        normals = -normals[0].cpu().numpy()  # BFM normals point inwards
-        return TexturedMesh(vertices=vertices.astype(np.float32), faces=self.export_triangles,
-                            uv=self.bfm.uv.astype(np.float32), normals=normals.astype(np.float32),
-                            texture=albedo_image, name=Path(photo.name).stem if photo.name else "head")
+    def _preview(self, photo01: torch.Tensor, fit: Fit, k: int, made: textures.Textures) -> np.ndarray:
+        """preview.png: the head drawn over its photo, at most `MAX_PREVIEW_SIDE` pixels wide or high."""
+        height, width = photo01.shape[-2:]
+        scale = preview_scale(width, height)
+        small = photo01 if scale == 1.0 else torch.nn.functional.interpolate(
+            photo01, scale_factor=scale, mode="area", recompute_scale_factor=False)
+        preview = render_preview(self.rasterizer, small, fit.projected[k:k + 1] * scale,
+                                 fit.vertices_camera[k:k + 1, :, 2], self.triangles, self.uv, made.albedo[k:k + 1],
+                                 made.shading[k:k + 1])
+        return textures.to_uint8_image(preview)
 
     @staticmethod
-    def _debug_maps(made: textures.Textures, condition: Condition) -> dict[str, np.ndarray]:
+    def _debug_maps(made: textures.Textures, condition: Condition, k: int) -> dict[str, np.ndarray]:
         """--debug-maps, at the model's size and written as visualize.py writes images: the partial texture
         the model is conditioned on, its mask, and the official `face_color_map` clipped to [0, 1]."""
-        return {"condition.png": textures.official_uint8_image(condition.partial_texture),
-                "condition_mask.png": textures.official_uint8_image(condition.mask)[..., 0],
-                "baseline.png": textures.official_uint8_image(made.baseline)}
+        return {"condition.png": textures.official_uint8_image(condition.partial_texture[k:k + 1]),
+                "condition_mask.png": textures.official_uint8_image(condition.mask[k:k + 1])[..., 0],
+                "baseline.png": textures.official_uint8_image(made.baseline[k:k + 1])}
 
     def generate_to_folder(self, photo_source: bytes | str | Path, out_dir: str | Path,
                            options: GenerateOptions | None = None, progress: Progress | None = None,
@@ -528,34 +415,27 @@ class Pipeline:
         head = self.generate(photo_source, options, progress)
         if progress is not None:
             progress("files", 1.0 - STAGES["files"])
-        files_started = time.perf_counter()
-        with OutputFolder(Path(out_dir), overwrite=overwrite) as folder:
-            write_head_files(head, folder)
-            info = dict(head.info)
-            info["timings"] = {**info["timings"], "files": round(time.perf_counter() - files_started, 4),
-                               "total": round(time.perf_counter() - started, 4)}
-            info["files"] = sorted([*head_file_names(head), "result.json"])
-            write_json(info, folder / "result.json")
+        write_head_folder(head, Path(out_dir), overwrite, started)
         if progress is not None:
             progress("files", 1.0)
         return Path(out_dir)
 
-    def _result_info(self, photo: Photo, face: DetectedFace, face_index: int | None, coefficients, alignment,
-                     options: GenerateOptions, timings: dict[str, float]) -> dict[str, Any]:
+    def _result_info(self, item: PreparedPhoto, fit: Fit, k: int, timings: dict[str, float]) -> dict[str, Any]:
         def as_list(tensor: torch.Tensor) -> list:
-            return tensor[0].detach().cpu().double().numpy().round(7).tolist()
+            return tensor[k].detach().cpu().double().numpy().round(7).tolist()
 
+        photo, face, options, coefficients = item.photo, item.face, item.options, fit.coefficients
         return {
             "version": __version__,
             "photo": {"name": photo.name, "size": [photo.width, photo.height], "sha256": photo.sha256},
-            "face": {"index": face_index, "box": [round(float(v), 2) for v in face.box],
+            "face": {"index": item.face_index, "box": [round(float(v), 2) for v in face.box],
                      "landmarks": np.asarray(face.points, dtype=float).round(2).tolist(),
                      "source": "given" if options.landmarks is not None else "detected",
                      "landmarks_source": face.landmarks_source},
             "coefficients": {name: as_list(value) for name, value in coefficients.as_dict().items()},
             "pose": {"angles_radians": as_list(coefficients.angle), "translation": as_list(coefficients.trans)},
             "camera": {"focal": FOCAL, "center": CENTER, "distance": CAMERA_DISTANCE, "crop": 224,
-                       "trans_params": np.asarray(alignment.trans_params, dtype=float).round(6).tolist()},
+                       "trans_params": np.asarray(item.alignment.trans_params, dtype=float).round(6).tolist()},
             "mesh": {"vertices": int(self.head_model.n_vertices), "faces": int(self.triangles.shape[0]),
                      "units": "metres", "up": "+Y", "front": "+Z", "pose": "canonical",
                      "expression": options.expression},

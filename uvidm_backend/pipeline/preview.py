@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from uvidm_backend.geometry.camera import Z_FAR, Z_NEAR
-from uvidm_backend.geometry.raster import interpolate
+from uvidm_backend.geometry.camera import depth_to_ndc
+from uvidm_backend.geometry.raster import interpolate, pixels_to_clip
 
 MAX_PREVIEW_SIDE = 1024
 
@@ -25,12 +25,7 @@ def render_preview(rasterizer, photo01: Tensor, projected: Tensor, depth: Tensor
     with v up; albedo (1, 3, S, S); shading (1, N, 3) per-vertex SH shading. Returns (1, 3, H, W).
     """
     height, width = photo01.shape[-2:]
-    # Pixel (row i, col j) has its centre at (j, i) in `projected`: map to clip space directly
-    # (already projected, so w = 1 and the barycentrics are screen-space).
-    ndc_x = (projected[..., 0] + 0.5) / width * 2 - 1
-    ndc_y = (projected[..., 1] + 0.5) / height * 2 - 1
-    ndc_z = (depth - Z_NEAR) / (Z_FAR - Z_NEAR) * 2 - 1
-    clip = torch.stack([ndc_x, ndc_y, ndc_z, torch.ones_like(ndc_x)], dim=-1)
+    clip = pixels_to_clip(projected, height, width, depth_to_ndc(depth))
     raster = rasterizer.rasterize(clip.float().contiguous(), triangles.int(), (height, width))
     covered = (raster.triangle_id >= 0).unsqueeze(1).to(photo01.dtype)  # (1, 1, H, W)
     pixel_uv = interpolate(uv.to(photo01.dtype)[None], raster, triangles)  # (1, H, W, 2)

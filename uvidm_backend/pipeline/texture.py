@@ -35,16 +35,12 @@ COLOUR_WIDTH = 1 / 32
 
 @dataclass(frozen=True, eq=False)
 class Textures:
-    """What the texture stage made for one head."""
+    """What the texture stage made for a batch of B heads."""
 
-    albedo: Tensor  # (1, 3, S, S) in [0, 1], the mesh's texture at the requested size
-    matched: Tensor  # (1, 3, M, M) the official colour-matched texture at the model's size
-    baseline: Tensor  # (1, 3, M, M) the official `face_color_map`, clipped to [0, 1]
-    shading: Tensor  # (1, N, 3) the fitted SH shading of each vertex
-
-    @property
-    def albedo_image(self) -> np.ndarray:
-        return to_uint8_image(self.albedo)
+    albedo: Tensor  # (B, 3, S, S) in [0, 1], the mesh's texture at the requested size
+    matched: Tensor  # (B, 3, M, M) the official colour-matched texture at the model's size
+    baseline: Tensor  # (B, 3, M, M) the official `face_color_map`, clipped to [0, 1]
+    shading: Tensor  # (B, N, 3) the fitted SH shading of each vertex
 
 
 def front_region_mask(triangles: Tensor, triangle_buffer: Tensor, barycentric_weight: Tensor,

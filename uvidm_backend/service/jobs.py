@@ -25,6 +25,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,11 +294,31 @@ class JobStore:
             if not self._queue:
                 return None
             job = self._jobs[self._queue.popleft()]
-            job.state, job.started, job.stage, job.progress = "running", time.time(), "starting", 0.0
-            job.version += 1
-            pending = self._pending(job)
-            self._condition.notify_all()
+            pending = self._start(job)
         self._write(pending)
+        return self._taken(job)
+
+    def take_matching(self, matches: Callable[[dict[str, Any]], bool], limit: int
+                      ) -> list[tuple[str, Path, dict[str, Any]]]:
+        """Takes (without waiting) up to `limit` queued jobs whose options `matches`, in queue order, and marks
+        them running: the jobs that can join a batch."""
+        with self._condition:
+            chosen = [job_id for job_id in self._queue if matches(dict(self._jobs[job_id].options))][:max(0, limit)]
+            pending = []
+            for job_id in chosen:
+                self._queue.remove(job_id)
+                pending.append(self._start(self._jobs[job_id]))
+        for record in pending:
+            self._write(record)
+        return [self._taken(self._jobs[job_id]) for job_id in chosen if job_id in self._jobs]
+
+    def _start(self, job: Job) -> tuple[str, int, dict[str, Any]]:
+        job.state, job.started, job.stage, job.progress = "running", time.time(), "starting", 0.0
+        job.version += 1
+        self._condition.notify_all()
+        return self._pending(job)
+
+    def _taken(self, job: Job) -> tuple[str, Path, dict[str, Any]]:
         uploads = sorted(self.upload_dir(job.id).glob("*"))
         return job.id, (uploads[0] if uploads else self.upload_dir(job.id) / "missing"), dict(job.options)
 

@@ -1,21 +1,25 @@
 """The one worker thread that runs jobs, the loader that keeps the models warm, and the cleaner.
 
-One worker, because one pipeline owns the GPU (or all CPU cores): jobs run one after another and
-the queue in front of them is bounded (jobs.JobStore). A job's exception fails that job, never the
-worker; a cancel request is seen at the pipeline's next progress report (between diffusion steps).
+One worker, because one pipeline owns the GPU (or all CPU cores): jobs run one batch after another and
+the queue in front of them is bounded (jobs.JobStore). Jobs waiting in the queue with compatible options
+(`GenerateOptions.batch_key`: the same steps, sampler, texture, ...) run together, up to `max_batch`, each
+with its own progress, cancel, failure and files. A job's exception fails that job, never the worker; a
+cancel request is seen at the pipeline's next progress report (between diffusion steps).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from uvidm_backend.pipeline.errors import Cancelled, UVIDMError
 from uvidm_backend.pipeline.options import GenerateOptions
 from uvidm_backend.pipeline.output_folder import is_disk_full
+from uvidm_backend.pipeline.progress import STAGES
 from uvidm_backend.service.jobs import JobStore
 from uvidm_backend.service.wording import in_http_terms
 
@@ -29,6 +33,12 @@ class Runner(Protocol):
                            progress: Callable[[str, float], None] | None = None) -> Path: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+class BatchRunner(Runner, Protocol):
+    """A runner that also takes batches (the pipeline): `generate_batch(requests)` -> heads or exceptions."""
+
+    def generate_batch(self, requests: Sequence[Any], run_batch: int | None = None) -> list[Any]: ...
 
 
 class ModelHolder:
@@ -110,13 +120,18 @@ class ModelHolder:
             self._description = {}
 
 
-class Worker:
-    """Takes jobs off the store's queue one at a time and runs them."""
+#: Jobs run together at most (a runner without `generate_batch` runs them one by one).
+MAX_BATCH = 8
 
-    def __init__(self, store: JobStore, models: ModelHolder, poll_s: float = 0.5):
+
+class Worker:
+    """Takes jobs off the store's queue, with the waiting jobs that can share their batch, and runs them."""
+
+    def __init__(self, store: JobStore, models: ModelHolder, poll_s: float = 0.5, max_batch: int = MAX_BATCH):
         self.store = store
         self.models = models
         self.poll_s = poll_s
+        self.max_batch = max(1, max_batch)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -144,15 +159,54 @@ class Worker:
                 log.exception("taking the next job failed")
                 self._stop.wait(self.poll_s)
                 continue
-            if taken is not None:
+            if taken is None:
+                continue
+            runner = self.models.runner
+            if runner is None or not hasattr(runner, "generate_batch") or self.max_batch == 1:
+                self.run_job(*taken)
+                continue
+            key = _batch_key(taken[2])
+            more = [] if key is None else self.store.take_matching(lambda options, key=key: _batch_key(options) == key,
+                                                                   self.max_batch - 1)
+            if more:
+                self.run_batch(runner, [taken, *more])
+            else:
                 self.run_job(*taken)
 
-    def run_job(self, job_id: str, photo: Path, options: dict[str, Any]) -> None:
+    def _progress(self, job_id: str) -> Callable[[str, float], None]:
         def progress(stage: str, fraction: float) -> None:
             if self.store.progress(job_id, stage, fraction) or self._stop.is_set():
                 raise Cancelled("cancelled")
 
+        return progress
+
+    def run_batch(self, runner: BatchRunner, jobs: list[tuple[str, Path, dict[str, Any]]]) -> None:
+        """Jobs with compatible options through the networks together; each ends on its own."""
+        from uvidm_backend.pipeline.files import write_head_folder
+        from uvidm_backend.pipeline.pipeline import Request
+
+        started = time.perf_counter()
+        progresses = [self._progress(job_id) for job_id, _, _ in jobs]
+        log.info("running %d jobs as one batch", len(jobs))
         try:
+            results = runner.generate_batch([Request(photo, GenerateOptions(**_options(options)), progress)
+                                             for (_, photo, options), progress in zip(jobs, progresses, strict=True)])
+        except Exception as error:  # noqa: BLE001 - a failed batch fails each of its jobs
+            results = [error] * len(jobs)
+        for (job_id, _, _), progress, result in zip(jobs, progresses, results, strict=True):
+            def write(progress=progress, result=result, job_id=job_id) -> None:
+                if isinstance(result, BaseException):
+                    raise result
+                progress("files", 1.0 - STAGES["files"])
+                write_head_folder(result, self.store.output_dir(job_id), started=started)
+                progress("files", 1.0)
+
+            self._finish(job_id, write)
+
+    def run_job(self, job_id: str, photo: Path, options: dict[str, Any]) -> None:
+        progress = self._progress(job_id)
+
+        def run() -> None:
             runner = self.models.runner
             if runner is None:
                 raise UVIDMError(f"the models could not be loaded: {self.models.error}. The service must be "
@@ -160,6 +214,13 @@ class Worker:
             progress("starting", 0.0)
             runner.generate_to_folder(photo, self.store.output_dir(job_id), GenerateOptions(**_options(options)),
                                       progress=progress)
+
+        self._finish(job_id, run)
+
+    def _finish(self, job_id: str, run: Callable[[], None]) -> None:
+        """Runs `run` and records how the job ended (done, cancelled, or failed with the reason)."""
+        try:
+            run()
         except Cancelled:
             if self._stop.is_set():
                 self.store.finish(job_id, "failed", "the service stopped while this job ran; submit the photo again")
@@ -180,6 +241,14 @@ class Worker:
         else:
             self.store.finish(job_id, "done")
             log.info("job %s done", job_id)
+
+
+def _batch_key(options: dict[str, Any]) -> tuple | None:
+    """The stored options' `GenerateOptions.batch_key`, or None for options that are not valid any more."""
+    try:
+        return GenerateOptions(**_options(options)).batch_key()
+    except (UVIDMError, TypeError):
+        return None
 
 
 def _options(options: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from . import nvdiffrast_backend
-from .base import Rasterizer, RasterOutput, interpolate
+from .base import Rasterizer, RasterOutput, interpolate, pixels_to_clip
 from .nvdiffrast_backend import NvdiffrastRasterizer
 from .torch_backend import TorchRasterizer
 
@@ -30,8 +30,7 @@ __all__ = [
     "TorchRasterizer",
     "get_rasterizer",
     "interpolate",
-    "rasterize",
-]
+    "rasterize", "pixels_to_clip"]
 
 logger = logging.getLogger(__name__)
 

@@ -81,6 +81,16 @@ def check_inputs(clip_pos: Tensor, triangles: Tensor, resolution) -> tuple[Tenso
     return clip_pos, triangles, height, width
 
 
+def pixels_to_clip(pixels: Tensor, height: int, width: int, ndc_z: Tensor | None = None) -> Tensor:
+    """(B, N, 2) pixel coordinates (x = column, y = row, centres at integers) -> (B, N, 4) clip coordinates
+    that put them at those pixels of an H x W raster: ``(x + 0.5) / W * 2 - 1``, likewise y; z = `ndc_z`
+    (B, N) or 0, w = 1 (already projected: barycentrics are screen-space). Keeps the input's dtype."""
+    x = (pixels[..., 0] + 0.5) / width * 2 - 1
+    y = (pixels[..., 1] + 0.5) / height * 2 - 1
+    z = torch.zeros_like(x) if ndc_z is None else ndc_z.to(x.dtype)
+    return torch.stack([x, y, z, torch.ones_like(x)], dim=-1)
+
+
 def interpolate(attributes: Tensor, raster: RasterOutput, triangles: Tensor) -> Tensor:
     """Interpolates per-vertex attributes at every pixel with the raster's barycentrics.
 

@@ -1,0 +1,71 @@
+"""The CPU stages before the networks: the photo decoded, its face found, the face aligned.
+
+Each photo on its own (threads may run several at once: decoding, detection and alignment release the
+GIL for much of their time); the result is what the networks' stages take, batched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from uvidm_backend.geometry.align import Alignment, align_face
+from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
+from uvidm_backend.pipeline.images import Photo, load_photo
+from uvidm_backend.pipeline.options import GenerateOptions
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedPhoto:
+    """A photo ready for the networks: its face and the official alignment."""
+
+    photo: Photo
+    face: DetectedFace
+    face_index: int | None
+    alignment: Alignment
+    options: GenerateOptions
+    timings: dict[str, float] = field(default_factory=dict)  # "photo", "face" (seconds)
+
+    def crop_m11(self) -> Tensor:
+        """(1, 3, 224, 224) the aligned crop in [-1, 1]."""
+        return torch.from_numpy(self.alignment.model_input()).permute(2, 0, 1)[None]
+
+    def photo_m11(self) -> Tensor:
+        """(1, 3, H, W) the whole photo in [-1, 1]."""
+        return torch.from_numpy(np.array(self.photo.pixels)).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    def trans_params(self) -> Tensor:
+        """(1, 6) float32: visualize.py casts trans_params to float32 before they reach the model (trap 5)."""
+        return torch.from_numpy(np.asarray(self.alignment.trans_params, dtype=np.float32))[None]
+
+
+def find_face(photo: Photo, options: GenerateOptions, detector: FaceDetector) -> tuple[DetectedFace, int | None]:
+    """The face `options` asks for: given landmarks, or the detected face (`face_index`, else the largest)."""
+    if options.landmarks is not None:
+        return face_from_landmarks(np.asarray(options.landmarks, dtype=np.float32), photo), options.face_index
+    faces = detector.detect(photo)
+    face = select_face(faces, options.face_index, photo=photo)
+    return face, faces.index(face)
+
+
+def align(photo: Photo, options: GenerateOptions, detector: FaceDetector, lm3d_5: np.ndarray,
+          photo_seconds: float = 0.0) -> PreparedPhoto:
+    """The face stage: `find_face`, then the official five-point alignment."""
+    started = time.perf_counter()
+    face, face_index = find_face(photo, options, detector)
+    alignment = align_face(photo.pixels, face.official_lm5(photo.height), lm3d_5)
+    return PreparedPhoto(photo, face, face_index, alignment, options,
+                         {"photo": round(photo_seconds, 4), "face": round(time.perf_counter() - started, 4)})
+
+
+def prepare_photo(source: bytes | str | Path, options: GenerateOptions, detector: FaceDetector,
+                  lm3d_5: np.ndarray) -> PreparedPhoto:
+    """Decoding, face finding and alignment of one photo (raises `UVIDMError`s that say what is wrong)."""
+    started = time.perf_counter()
+    photo = load_photo(source)
+    return align(photo, options, detector, lm3d_5, time.perf_counter() - started)
