@@ -10,9 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from gltf_validator import assert_valid
 from PIL import Image
 
-from uvidm_backend.pipeline.export import ROUGHNESS, TexturedMesh, write_glb, write_obj
+from uvidm_backend.pipeline.export import (
+    ROUGHNESS,
+    Material,
+    MeshPart,
+    MorphedMesh,
+    MorphTargets,
+    TexturedMesh,
+    morphed_glb_bytes,
+    write_glb,
+    write_morphed_obj,
+    write_obj,
+)
+from uvidm_backend.pipeline.output_folder import write_bytes
 
 GLTF_FLOAT, GLTF_UINT32 = 5126, 5125
 
@@ -284,3 +297,70 @@ def test_mesh_refuses_bad_input(change: dict) -> None:
     }
     with pytest.raises(ValueError):
         TexturedMesh(**(fields | change))
+
+
+def morphed_sphere(targets: np.ndarray) -> MorphedMesh:
+    """The sphere as one part of a morphed mesh with the given (E, N, 3) morph targets."""
+    sphere = uv_sphere()
+    part = MeshPart(0, sphere.vertices, sphere.normals, sphere.uv, sphere.faces, targets)
+    names = tuple(f"shape{index}" for index in range(len(targets)))
+    texture = np.repeat(np.arange(0, 256, 4, dtype=np.uint8)[None, :, None], 32, axis=0).repeat(3, axis=2)
+    return MorphedMesh("morphed", (part,), (Material("morphed_skin", texture=texture),), names,
+                       tuple(np.linspace(0.0, 1.0, len(targets)).tolist()))
+
+
+def sphere_targets() -> np.ndarray:
+    """Targets none, a few and all of whose vertices move (no data, sparse, dense in the GLB)."""
+    count = len(uv_sphere().vertices)
+    rng = np.random.default_rng(0)
+    targets = np.zeros((3, count, 3), np.float32)
+    targets[1, 5:40] = rng.normal(0.0, 0.01, (35, 3))
+    targets[1, 7] = 0.0  # a vertex in the middle of the moving ones that stays
+    targets[2] = rng.normal(0.0, 0.01, (count, 3)) + 0.02  # all positive in x: its minimum is not 0
+    return targets
+
+
+def test_morph_targets_keep_what_moves() -> None:
+    dense = sphere_targets()
+    targets = MorphTargets.from_dense(dense)
+    assert len(targets) == 3 and targets.starts.tolist()[:3] == [0, 0, 34]
+    np.testing.assert_array_equal(targets.dense(), dense)
+    lows, highs = targets.bounds()
+    np.testing.assert_array_equal(lows, dense.min(axis=1))
+    np.testing.assert_array_equal(highs, dense.max(axis=1))
+    weights = np.array([1.0, 0.5, 0.25], np.float32)
+    np.testing.assert_allclose(targets.applied(weights), np.einsum("e,enc->nc", weights, dense), atol=1e-8)
+    turn = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    np.testing.assert_allclose(targets.transformed(turn).dense(), dense @ turn.astype(np.float32), atol=1e-8)
+    with pytest.raises(ValueError, match="rise from 0"):
+        MorphTargets(10, np.array([0, 3, 2]), np.arange(3), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"lie in \[0, 9\]"):
+        MorphTargets(10, np.array([0, 1]), np.array([10]), np.zeros((1, 3)))
+
+
+def test_morphed_glb_targets_read_back(tmp_path: Path) -> None:
+    dense = sphere_targets()
+    mesh = morphed_sphere(dense)
+    path = write_bytes(morphed_glb_bytes(mesh), tmp_path / "morphed.glb")
+    assert_valid(path)  # Khronos validator: accessor bounds, sparse indices
+    tree, blob = read_glb(path)
+    primitive = tree["meshes"][0]["primitives"][0]
+    layouts = []
+    for index, target in enumerate(primitive["targets"]):
+        accessor = tree["accessors"][target["POSITION"]]
+        values = np.zeros((accessor["count"], 3), np.float32)
+        if "bufferView" in accessor:
+            values = accessor_array(tree, blob, target["POSITION"]).copy()
+        if "sparse" in accessor:
+            sparse = accessor["sparse"]
+            rows = np.frombuffer(view_bytes(tree, blob, sparse["indices"]["bufferView"]), "<u2")
+            values[rows] = np.frombuffer(view_bytes(tree, blob, sparse["values"]["bufferView"]), "<f4").reshape(-1, 3)
+        layouts.append("sparse" if "sparse" in accessor else "dense" if "bufferView" in accessor else "none")
+        np.testing.assert_array_equal(values, dense[index])
+        assert accessor["min"] == dense[index].min(axis=0).tolist()
+        assert accessor["max"] == dense[index].max(axis=0).tolist()
+    assert layouts == ["none", "sparse", "dense"]
+    obj, _ = write_morphed_obj(mesh, tmp_path / "morphed.obj", "morphed.mtl")
+    posed = np.array([line.split()[1:] for line in obj.read_text().splitlines() if line.startswith("v ")], np.float32)
+    np.testing.assert_allclose(posed, mesh.parts[0].vertices + np.einsum("e,enc->nc", np.float32(mesh.weights), dense),
+                               atol=1e-7)

@@ -2,5 +2,6 @@
 
 `ict_files` reads the ICT FaceKit files and caches them; `download` fetches them; `correspondence`
 maps the ICT surface onto the BFM surface once per model folder; `fit` fits identity and expression;
-`texture` paints the ICT texture layout; `assemble` makes the exportable head.
+`texture` paints the ICT texture layout; `cache` keeps what is computed once per model folder on disk;
+`model` makes the exportable head; `files` writes it.
 """

@@ -23,6 +23,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 from scipy.spatial import cKDTree
 
+from uvidm_backend.fullhead.cache import cached_arrays
 from uvidm_backend.fullhead.ict_files import ICTModel
 
 log = logging.getLogger(__name__)
@@ -206,20 +207,10 @@ def correspondence_key(ict_key: str, bfm_vertices: np.ndarray, bfm_triangles: np
 
 def cached_correspondence(cache_dir: str | os.PathLike[str], key: str, build) -> Correspondence:
     """The correspondence from `cache_dir/bfm_correspondence.npz` when made for `key`, else `build()` saved there."""
-    path = Path(cache_dir) / CACHE_FILE
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) == key:
-                return Correspondence(**{f.name: (float(data[f.name]) if f.name == "landmark_scale" else data[f.name])
-                                         for f in fields(Correspondence)})
-    except (OSError, KeyError, ValueError):
-        pass
-    correspondence = build()
-    partial = path.with_name(path.name + ".partial.npz")
-    try:
-        np.savez(partial, key=np.array(key), **{f.name: getattr(correspondence, f.name)
-                                                 for f in fields(Correspondence)})
-        os.replace(partial, path)
-    except OSError as error:  # a read-only model folder: the correspondence is recomputed next time
-        log.warning("cannot cache the ICT<->BFM correspondence in %s (%s)", path, error)
-    return correspondence
+    def built() -> dict[str, np.ndarray]:
+        correspondence = build()
+        return {f.name: np.asarray(getattr(correspondence, f.name)) for f in fields(Correspondence)}
+
+    arrays = cached_arrays(Path(cache_dir) / CACHE_FILE, key, built)
+    return Correspondence(**{f.name: (float(arrays[f.name]) if f.name == "landmark_scale" else arrays[f.name])
+                             for f in fields(Correspondence)})

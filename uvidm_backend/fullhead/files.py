@@ -36,12 +36,17 @@ def full_head_file_names(head: FullHead) -> list[str]:
 
 
 def write_full_head_files(head: FullHead, folder) -> None:
-    """The files of `full_head_file_names` into `folder`; each texture is PNG-encoded once, for its file and the GLB."""
+    """The files of `full_head_file_names` into `folder`, written side by side; each texture is PNG-encoded once
+    (not at all where the head has its PNG already), for its file and the GLB. Returns, or raises the first
+    error, once no writer is left running."""
     textured = [(index, material) for index, material in enumerate(head.mesh.materials) if material.texture is not None]
-    with ThreadPoolExecutor(max_workers=max(1, len(textured))) as encoders:
-        encoded = dict(zip([index for index, _ in textured],
-                           encoders.map(lambda item: encode_png(item[1].texture), textured), strict=True))
-    for index, material in textured:
-        write_bytes(encoded[index], folder / texture_file_name(material))
-    write_morphed_obj(head.mesh, folder / OBJ_NAME, MTL_NAME, write_textures=False)
-    write_bytes(morphed_glb_bytes(head.mesh, encoded), folder / GLB_NAME)
+    with ThreadPoolExecutor(max_workers=4) as writers:  # leaving the block waits for every writer
+        encoding = {index: writers.submit(encode_png, material.texture) for index, material in textured
+                    if index not in head.pngs}
+        written = [writers.submit(write_morphed_obj, head.mesh, folder / OBJ_NAME, MTL_NAME, write_textures=False)]
+        pngs = {**head.pngs, **{index: future.result() for index, future in encoding.items()}}
+        written += [writers.submit(write_bytes, pngs[index], folder / texture_file_name(material))
+                    for index, material in textured]
+        write_bytes(morphed_glb_bytes(head.mesh, pngs), folder / GLB_NAME)
+        for future in written:
+            future.result()

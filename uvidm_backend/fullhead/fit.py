@@ -7,8 +7,8 @@
 3. Expression ("photo"): the BFM expression's displacement at the same points, expressed with the ICT
    expression shapes by bounded least squares (weights in [0, 1], as ARKit's).
 
-The normal equations' matrices depend only on the models and are factored once (`FitSystem`); a
-request costs a few matrix-vector products.
+The normal equations depend only on the models and are solved once for any right-hand side
+(`FitSystem`); a request costs a few matrix-vector products.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ POSE_ITERATIONS = 3
 
 @dataclass(frozen=True, eq=False)
 class FitSystem:
-    """The ICT model restricted to the fitted vertices, with its normal equations factored."""
+    """The ICT model restricted to the fitted vertices, with its normal equations solved for any right-hand side."""
 
     vertices: np.ndarray  # (n,) ICT vertices pulled onto the BFM surface
     neutral: np.ndarray  # (n, 3) float64
     identity: np.ndarray  # (3n, K)
-    identity_factor: tuple  # cho_factor of identity.T @ identity + prior
-    expressions: np.ndarray  # (3n, E)
+    identity_solve: np.ndarray  # (K, 3n): (I^T I + prior)^-1 I^T, the ridge solution of a residual
+    landmark_identity: np.ndarray  # (K, 68, 3) float64, the identity shapes at ICT's landmarks
+    expression_solve: np.ndarray  # (E, 3n): L^-1 E^T, with L L^T = E^T E + prior
     expression_factor: np.ndarray  # lower Cholesky factor L of expressions.T @ expressions + prior
 
     @classmethod
@@ -48,8 +49,11 @@ class FitSystem:
         gram += IDENTITY_PRIOR * np.mean(np.diag(gram)) * np.eye(len(gram))
         expression_gram = expressions.T @ expressions
         expression_gram += EXPRESSION_PRIOR * np.mean(np.diag(expression_gram)) * np.eye(len(expression_gram))
-        return cls(vertices, ict.neutral[vertices].astype(np.float64), identity, scipy.linalg.cho_factor(gram),
-                   expressions, np.linalg.cholesky(expression_gram))
+        factor = np.linalg.cholesky(expression_gram)
+        return cls(vertices, ict.neutral[vertices].astype(np.float64), identity,
+                   np.ascontiguousarray(scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram), identity.T)),
+                   ict.identity[:, ict.landmarks].astype(np.float64),
+                   np.ascontiguousarray(scipy.linalg.solve_triangular(factor, expressions.T, lower=True)), factor)
 
 
 @dataclass(frozen=True)
@@ -87,21 +91,19 @@ def fit_full_head(ict: ICTModel, correspondence: Correspondence, system: FitSyst
     coefficients = np.zeros(system.identity.shape[1])
     for _ in range(POSE_ITERATIONS):
         residual = (_to_ict(targets, scale, rotation, translation) - system.neutral).reshape(-1)
-        coefficients = scipy.linalg.cho_solve(system.identity_factor, system.identity.T @ residual)
+        coefficients = system.identity_solve @ residual
         fitted = system.neutral + (system.identity @ coefficients).reshape(-1, 3)
         scale, rotation, translation = similarity(fitted, targets)
-    fitted = system.neutral + (system.identity @ coefficients).reshape(-1, 3)
     surface = np.sqrt(np.mean(np.sum((scale * fitted @ rotation.T + translation - targets) ** 2, axis=1)))
-    landmarks = ict.neutral[ict.landmarks] + np.einsum("k,knc->nc", coefficients, ict.identity[:, ict.landmarks])
+    landmarks = ict.neutral[ict.landmarks] + np.einsum("k,knc->nc", coefficients, system.landmark_identity)
     placed = scale * landmarks @ rotation.T + translation
     landmark_rms = np.sqrt(np.mean(np.sum((placed - bfm_identity_shape[bfm_keypoints]) ** 2, axis=1)))
 
-    expression = np.zeros(system.expressions.shape[1])
+    expression = np.zeros(system.expression_solve.shape[0])
     if bfm_shape is not None:
         displacement = correspondence.on_bfm(np.asarray(bfm_shape, np.float64) - bfm_identity_shape, system.vertices)
         target = (displacement @ rotation / scale).reshape(-1)
-        factor = system.expression_factor
         # min |E w - d|^2 + prior |w|^2  ==  min |L^T w - L^-1 E^T d|^2 (+ const), with L L^T = E^T E + prior
-        rhs = scipy.linalg.solve_triangular(factor, system.expressions.T @ target, lower=True)
-        expression = scipy.optimize.lsq_linear(factor.T, rhs, bounds=(0.0, 1.0), method="bvls").x
+        rhs = system.expression_solve @ target
+        expression = scipy.optimize.lsq_linear(system.expression_factor.T, rhs, bounds=(0.0, 1.0), method="bvls").x
     return FullHeadFit(scale, rotation, translation, coefficients, expression, float(landmark_rms), float(surface))

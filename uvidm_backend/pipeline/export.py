@@ -38,7 +38,7 @@ _FLOAT = "%.9g"  # 9 significant digits: every float32 reads back bit-exact
 _WHITESPACE = re.compile(r"\s+")
 _NOT_A_TOKEN = re.compile(r"[\s#]+")  # whitespace splits an OBJ line, "#" starts a comment
 _LINES_PER_BLOCK = 2048  # about 2 ms of formatting
-_TOPOLOGY_CACHE_SIZE = 8  # formatted face/UV texts kept (a few MB each for the BFM head)
+_TOPOLOGY_CACHE_SIZE = 24  # formatted face/UV texts kept (a few MB each for the BFM head, 16 small for the full head)
 _TOPOLOGY_ROWS: dict[tuple, bytes] = {}
 _TOPOLOGY_LOCK = threading.Lock()
 
@@ -308,16 +308,98 @@ class Material:
 
 
 @dataclass(frozen=True, eq=False)
+class MorphTargets:
+    """E morph targets of N vertices, kept as what moves: target e moves vertices
+    `rows[starts[e]:starts[e + 1]]` (increasing) by `offsets[starts[e]:starts[e + 1]]` (float32), the
+    others not at all. Most shapes of a face move a part of it, so this is smaller and faster to
+    transform and to write than (E, N, 3)."""
+
+    count: int  # N
+    starts: np.ndarray  # (E + 1,) int64
+    rows: np.ndarray  # (total,) int64
+    offsets: np.ndarray  # (total, 3) float32
+
+    @classmethod
+    def from_dense(cls, targets: np.ndarray) -> MorphTargets:
+        """From (E, N, 3) offsets; a vertex moves where any of its three offsets is not 0."""
+        targets = np.asarray(targets, np.float32)
+        if targets.ndim != 3 or targets.shape[2] != 3:
+            raise ValueError(f"targets must have shape (E, N, 3) (got {targets.shape})")
+        which, rows = np.nonzero(np.any(targets != 0.0, axis=2))
+        starts = np.searchsorted(which, np.arange(len(targets) + 1))
+        return cls(targets.shape[1], starts.astype(np.int64), rows.astype(np.int64), targets[which, rows])
+
+    def __post_init__(self) -> None:
+        # Read-only arrays are kept as they are (the targets of every head share their rows), others copied.
+        for name, dtype, shape in (("starts", np.int64, (None,)), ("rows", np.int64, (None,)),
+                                   ("offsets", np.float32, (len(self.rows), 3))):
+            value = getattr(self, name)
+            if not (isinstance(value, np.ndarray) and not value.flags.writeable and value.dtype == dtype
+                    and value.flags.c_contiguous):
+                value = _frozen(value, dtype, name, shape)
+            object.__setattr__(self, name, value)
+        if self.starts.ndim != 1 or self.rows.ndim != 1 or self.offsets.shape != (len(self.rows), 3):
+            raise ValueError(f"starts and rows must be vectors and offsets (rows, 3) (got {self.offsets.shape})")
+        starts = self.starts
+        if len(starts) == 0 or starts[0] != 0 or starts[-1] != len(self.rows) or np.any(np.diff(starts) < 0):
+            raise ValueError("starts must rise from 0 to the number of moving rows")
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= self.count):
+            raise ValueError(f"moving rows must lie in [0, {self.count - 1}]")
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def target(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, offsets) of one target."""
+        span = slice(self.starts[index], self.starts[index + 1])
+        return self.rows[span], self.offsets[span]
+
+    def dense(self) -> np.ndarray:
+        """(E, N, 3) float32."""
+        out = np.zeros((len(self), self.count, 3), np.float32)
+        out[np.repeat(np.arange(len(self)), np.diff(self.starts)), self.rows] = self.offsets
+        return out
+
+    def transformed(self, matrix: np.ndarray) -> MorphTargets:
+        """Each offset o replaced by o @ matrix (3, 3): the same vertices move (matrix invertible)."""
+        offsets = self.offsets @ np.asarray(matrix, np.float32)
+        offsets.setflags(write=False)
+        return MorphTargets(self.count, self.starts, self.rows, offsets)
+
+    def applied(self, weights: np.ndarray) -> np.ndarray:
+        """(N, 3) float32: the sum of the targets at `weights` (E,)."""
+        out = np.zeros((self.count, 3), np.float32)
+        for index, weight in enumerate(np.asarray(weights, np.float32)):
+            if weight != 0.0:
+                rows, offsets = self.target(index)
+                out[rows] += weight * offsets  # rows are distinct within a target
+        return out
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(E, 3) minimum and maximum of each target's offsets over all N vertices (0 for those that stay)."""
+        lows, highs = np.zeros((len(self), 3), np.float32), np.zeros((len(self), 3), np.float32)
+        counts = np.diff(self.starts)
+        some = np.flatnonzero(counts > 0)
+        if len(some):
+            lows[some] = np.minimum.reduceat(self.offsets, self.starts[some], axis=0)
+            highs[some] = np.maximum.reduceat(self.offsets, self.starts[some], axis=0)
+            every = counts == self.count  # no vertex stays: 0 is not among the offsets
+            np.minimum(lows, 0.0, out=lows, where=~every[:, None])
+            np.maximum(highs, 0.0, out=highs, where=~every[:, None])
+        return lows, highs
+
+
+@dataclass(frozen=True, eq=False)
 class MeshPart:
     """One material's share of a mesh: its own vertices (metres), normals, UVs (v up) and triangles;
-    `targets` (E, N, 3) are the morph targets' position offsets in metres."""
+    `targets` are the morph targets' position offsets in metres (`MorphTargets`, or (E, N, 3) offsets)."""
 
     material: int
     vertices: np.ndarray
     normals: np.ndarray
     uv: np.ndarray
     faces: np.ndarray
-    targets: np.ndarray
+    targets: MorphTargets
 
     def __post_init__(self) -> None:
         vertices = _frozen(self.vertices, np.float32, "vertices", (None, 3))
@@ -329,7 +411,12 @@ class MeshPart:
         if len(faces) == 0 or faces.min() < 0 or faces.max() >= count:
             raise ValueError(f"a part needs faces with indices in [0, {count - 1}]")
         object.__setattr__(self, "faces", faces)
-        object.__setattr__(self, "targets", _frozen(self.targets, np.float32, "targets", (None, count, 3)))
+        targets = self.targets
+        if not isinstance(targets, MorphTargets):
+            targets = MorphTargets.from_dense(_frozen(targets, np.float32, "targets", (None, count, 3)))
+        if targets.count != count:
+            raise ValueError(f"the morph targets are of {targets.count} vertices, the part has {count}")
+        object.__setattr__(self, "targets", targets)
 
     def unit_normals(self) -> np.ndarray:
         length = np.linalg.norm(self.normals.astype(np.float64), axis=1, keepdims=True)
@@ -361,8 +448,7 @@ class MorphedMesh:
         """The part's vertices with the morph targets applied at `weights`."""
         if not self.weights:
             return part.vertices
-        return (part.vertices + np.einsum("e,enc->nc", np.asarray(self.weights, np.float32), part.targets)
-                ).astype(np.float32)
+        return part.vertices + part.targets.applied(np.asarray(self.weights, np.float32))
 
 
 GLTF_UINT16 = 5123
@@ -395,26 +481,30 @@ class _GLBWriter:
         self.accessors.append(accessor)
         return len(self.accessors) - 1
 
-    def target(self, offsets: np.ndarray) -> int:
-        """A morph target's POSITION offsets: sparse when few vertices move, no data at all when none do."""
-        offsets = np.ascontiguousarray(offsets, np.float32)
-        moving = np.flatnonzero(np.any(offsets != 0.0, axis=1))
-        accessor = {"componentType": GLTF_FLOAT, "type": "VEC3", "count": int(len(offsets)),
-                    "min": offsets.min(axis=0).tolist(), "max": offsets.max(axis=0).tolist()}
-        if len(moving) == 0:
-            pass  # an accessor without a buffer view reads as zeros
-        elif len(moving) < SPARSE_SHARE * len(offsets):
-            small = len(offsets) <= 65535
-            indices = moving.astype("<u2" if small else "<u4")
-            accessor["sparse"] = {
-                "count": int(len(moving)),
-                "indices": {"bufferView": self.view(indices.tobytes()),
-                            "componentType": GLTF_UINT16 if small else GLTF_UINT32},
-                "values": {"bufferView": self.view(offsets[moving].astype("<f4").tobytes())}}
-        else:
-            accessor["bufferView"] = self.view(offsets.astype("<f4").tobytes(), GLTF_ARRAY_BUFFER)
-        self.accessors.append(accessor)
-        return len(self.accessors) - 1
+    def targets(self, targets: MorphTargets) -> list[int]:
+        """The morph targets' POSITION accessors: sparse when few vertices move, no data at all when none do."""
+        lows, highs = targets.bounds()
+        small = targets.count <= 65535
+        indices = []
+        for index in range(len(targets)):
+            rows, offsets = targets.target(index)
+            accessor = {"componentType": GLTF_FLOAT, "type": "VEC3", "count": int(targets.count),
+                        "min": lows[index].tolist(), "max": highs[index].tolist()}
+            if len(rows) == 0:
+                pass  # an accessor without a buffer view reads as zeros
+            elif len(rows) < SPARSE_SHARE * targets.count:
+                accessor["sparse"] = {
+                    "count": int(len(rows)),
+                    "indices": {"bufferView": self.view(rows.astype("<u2" if small else "<u4").tobytes()),
+                                "componentType": GLTF_UINT16 if small else GLTF_UINT32},
+                    "values": {"bufferView": self.view(offsets.astype("<f4").tobytes())}}
+            else:
+                dense = np.zeros((targets.count, 3), "<f4")
+                dense[rows] = offsets
+                accessor["bufferView"] = self.view(dense.tobytes(), GLTF_ARRAY_BUFFER)
+            self.accessors.append(accessor)
+            indices.append(len(self.accessors) - 1)
+        return indices
 
 
 def morphed_glb_bytes(mesh: MorphedMesh, pngs: dict[int, bytes] | None = None) -> bytes:
@@ -434,7 +524,7 @@ def morphed_glb_bytes(mesh: MorphedMesh, pngs: dict[int, bytes] | None = None) -
         if mesh.materials[part.material].texture is not None:  # UVs only where a texture reads them
             primitive["attributes"]["TEXCOORD_0"] = writer.accessor(uv, "VEC2", GLTF_ARRAY_BUFFER)
         if mesh.target_names:
-            primitive["targets"] = [{"POSITION": writer.target(offsets)} for offsets in part.targets]
+            primitive["targets"] = [{"POSITION": accessor} for accessor in writer.targets(part.targets)]
         primitives.append(primitive)
     materials, textures, images = [], [], []
     for index, material in enumerate(mesh.materials):
@@ -507,9 +597,10 @@ def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_n
     for part in mesh.parts:
         corners = np.repeat(part.faces + offset, 3, axis=1)
         body += [_rows(mesh.posed_vertices(part), f"v {_FLOAT} {_FLOAT} {_FLOAT}"),
-                 _rows(part.uv, f"vt {_FLOAT} {_FLOAT}"), _rows(part.unit_normals(), f"vn {_FLOAT} {_FLOAT} {_FLOAT}"),
+                 _topology_rows(part.uv, f"vt {_FLOAT} {_FLOAT}"),
+                 _rows(part.unit_normals(), f"vn {_FLOAT} {_FLOAT} {_FLOAT}"),
                  f"usemtl {_obj_token(mesh.materials[part.material].name)}\ns off\n".encode(),
-                 _rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d")]
+                 _topology_rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d")]
         offset += len(part.vertices)
     mtl_path = obj_path.parent / mtl_name
     for material in mesh.materials if write_textures else ():
