@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,6 +64,77 @@ def stage_backend_source(extension_root: str | os.PathLike[str], staging: str | 
     return staging
 
 
+# PyTorch's own wheel indexes for CUDA builds, newest first, with the CUDA version each needs of the driver
+# (assumed for torch 2.13 from the releases before it: cu126, cu128, cu130).
+CUDA_BUILDS = ((13, 0), (12, 8), (12, 6))
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+TORCH_BUILDS = [
+    ("AUTO", "Automatic", "NVIDIA driver found: a CUDA build; macOS: the default build (Apple GPU); else CPU"),
+    ("CUDA", "NVIDIA GPU (CUDA)", "PyTorch's CUDA build for the driver's CUDA version (the newest without one)"),
+    ("CPU", "CPU Only", "The smallest download; minutes per head"),
+    ("DEFAULT", "Package Registry Default", "Whatever pip installs from PyPI (CPU-only on Windows, CUDA on Linux)"),
+    ("CUSTOM", "Custom Index", "torch from the index URL below"),
+]
+
+
+@dataclass(frozen=True)
+class TorchBuild:
+    """Which torch wheel Set Up Environment installs: `index_url` for pip ('' = the package registry)."""
+
+    label: str
+    index_url: str
+    reason: str
+
+
+def driver_cuda_version(run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> tuple[int, int] | None:
+    """The CUDA version the NVIDIA driver supports, read from `nvidia-smi` (no torch needed); None without one."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = run(["nvidia-smi"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", done.stdout or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def choose_torch_build(choice: str, system: str, cuda: tuple[int, int] | None, custom_index: str = "") -> TorchBuild:
+    """The build for the preference `choice` (TORCH_BUILDS) on `system` (platform.system()) with the driver's CUDA."""
+    if choice == "CUSTOM" and custom_index.strip():
+        return TorchBuild("custom index", custom_index.strip(), "the index URL set in the preferences")
+    if choice == "DEFAULT":
+        return TorchBuild("package registry default", "", "chosen in the preferences")
+    if choice == "CPU":
+        return TorchBuild("CPU only", "" if system == "Darwin" else f"{PYTORCH_INDEX}/cpu", "chosen in the preferences")
+    if choice == "CUDA" or (choice == "AUTO" and cuda is not None and system != "Darwin"):
+        fitting = [build for build in CUDA_BUILDS if cuda is None or build <= cuda]
+        if not fitting:
+            return TorchBuild("CPU only", f"{PYTORCH_INDEX}/cpu",
+                              f"the NVIDIA driver supports CUDA {cuda[0]}.{cuda[1]}, older than the oldest CUDA build "
+                              f"of torch ({CUDA_BUILDS[-1][0]}.{CUDA_BUILDS[-1][1]}): update the driver for the GPU")
+        major, minor = fitting[0]
+        why = (f"an NVIDIA driver for CUDA {cuda[0]}.{cuda[1]} was found (nvidia-smi)" if cuda is not None
+               else "chosen in the preferences (no NVIDIA driver found: the newest CUDA build)")
+        return TorchBuild(f"CUDA {major}.{minor}", f"{PYTORCH_INDEX}/cu{major}{minor}", why)
+    if system == "Darwin":
+        return TorchBuild("default build (Apple GPU)", "", "macOS: the package registry's build uses the Apple GPU")
+    return TorchBuild("CPU only", f"{PYTORCH_INDEX}/cpu", "no NVIDIA driver found (nvidia-smi): the smallest build")
+
+
+def venv_problem(python: str, timeout: float = 30.0) -> str | None:
+    """Why `python -m venv` cannot work with this Python (Debian's python3 without python3-venv...), or None."""
+    try:
+        done = subprocess.run([python, "-c", "import venv, ensurepip"], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"Cannot run Blender's Python {python} ({error})."
+    if done.returncode == 0:
+        return None
+    return (f"Blender's Python ({python}) lacks the venv module, so it cannot make an environment. On Debian or "
+            "Ubuntu install python3-venv (sudo apt install python3-venv), or use the backend mode 'Local, Own "
+            "Python' with a Python that has the backend installed.")
+
+
 @dataclass(frozen=True)
 class Step:
     """One command of a setup; `weight` is its share of the progress bar."""
@@ -74,20 +146,23 @@ class Step:
 
 def setup_steps(base_python: str, venv: str | os.PathLike[str], source: str | os.PathLike[str],
                 torch_spec: str = TORCH_PIN, extra_packages: Sequence[str] = (),
-                index_url: str = "") -> list[Step]:
+                build: TorchBuild | None = None) -> list[Step]:
     """The commands that make `venv` with the backend installed from `source`; torch pinned first,
-    as scripts/setup.sh does (an open range would pull the newest multi-GB build)."""
+    as scripts/setup.sh does (an open range would pull the newest multi-GB build), from the build's
+    index (PyTorch's own for CUDA and CPU builds); the backend then from the package registry, where
+    the installed torch (2.13.0+cu128 is 2.13.0) satisfies the pin."""
     python = str(venv_python(venv))
     pip = (python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off")
-    index = ("--extra-index-url", index_url) if index_url else ()
+    index = ("--index-url", build.index_url) if build is not None and build.index_url else ()
+    label = f"{torch_spec}, {build.label}" if build is not None else torch_spec
     steps = [
         Step("Creating the Python environment", (base_python, "-m", "venv", str(venv)), 0.05),
         Step("Updating pip", (*pip, "--upgrade", "pip"), 0.05),
-        Step(f"Installing {torch_spec} (a large download)", (*pip, *index, torch_spec), 0.6),
-        Step("Installing the UV-IDM backend", (*pip, *index, str(source), torch_spec), 0.25),
+        Step(f"Installing {label} (a large download)", (*pip, *index, torch_spec), 0.6),
+        Step("Installing the UV-IDM backend", (*pip, str(source), torch_spec), 0.25),
     ]
     if extra_packages:
-        steps.append(Step("Installing extra packages", (*pip, *index, *extra_packages), 0.05))
+        steps.append(Step("Installing extra packages", (*pip, *extra_packages), 0.05))
     return steps
 
 
@@ -233,6 +308,7 @@ class BackendProcess:
         self.process: subprocess.Popen | None = None
         self.log_file: Path | None = None
         self.argv: list[str] = []
+        self.port: int | None = None
 
     @property
     def running(self) -> bool:
@@ -242,9 +318,11 @@ class BackendProcess:
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
-    def start(self, argv: Sequence[str], log_file: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
+    def start(self, argv: Sequence[str], log_file: str | os.PathLike[str], env: dict[str, str] | None = None,
+              port: int | None = None) -> None:
         if self.running:
             return
+        self.port = port
         self.log_file = Path(log_file)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.argv = list(argv)

@@ -4,12 +4,14 @@ The mesh comes from head.obj through our own reader (results.parse_obj): names, 
 the material stay ours, independent of the glTF add-on's version. A lone .glb (no head.obj
 beside it) goes through Blender's glTF importer and gets the same material treatment.
 Both files are in metres with +Y up (glTF conventions); Blender is +Z up: (x, y, z) -> (x, -z, y),
-so the face, towards +Z in the file, looks towards -Y, Blender's front view.
+so the face, towards +Z in the file, looks towards -Y, Blender's front view. The head goes beside
+what the scene already shows (never inside the default cube), selected, and the views frame it.
 """
 
 from pathlib import Path
 
 import bpy
+from mathutils import Vector
 
 from .results import ResultFolder, parse_obj
 
@@ -85,8 +87,50 @@ def _objects_from_glb(context, glb: Path) -> list[bpy.types.Object]:
     return [obj for obj in bpy.data.objects if obj not in before]
 
 
+def _world_bounds(objects) -> tuple[Vector, Vector] | None:
+    """The world-space box around the objects' bounding boxes (None for none)."""
+    corners = [obj.matrix_world @ Vector(corner) for obj in objects for corner in obj.bound_box]
+    if not corners:
+        return None
+    return (Vector([min(c[i] for c in corners) for i in range(3)]),
+            Vector([max(c[i] for c in corners) for i in range(3)]))
+
+
+def place_beside_scene(context, obj: bpy.types.Object) -> None:
+    """Put the head to the right of what the scene shows (a gap of half its width), centred on it in
+    depth and height; in an empty scene at the 3D cursor."""
+    others = [o for o in context.view_layer.objects if o is not obj and o.visible_get()
+              and o.type in ("MESH", "CURVE", "SURFACE", "META", "FONT", "VOLUME", "GPENCIL", "GREASEPENCIL")]
+    scene_box = _world_bounds(others)
+    obj.location = context.scene.cursor.location.copy()
+    if scene_box is None:
+        return
+    context.view_layer.update()
+    low, high = _world_bounds([obj])
+    size = high - low
+    offset = obj.location - (low + high) / 2  # from the head's box centre to its origin
+    centre = Vector((scene_box[1].x + size.x, (scene_box[0].y + scene_box[1].y) / 2,
+                     (scene_box[0].z + scene_box[1].z) / 2))
+    obj.location = centre + offset
+
+
+def frame_in_views(context, obj: bpy.types.Object) -> None:
+    """Frame the selected head in every 3D view of the window (nothing to frame without a window)."""
+    window = context.window
+    if bpy.app.background or window is None or window.screen is None:
+        return
+    for area in window.screen.areas:
+        if area.type != "VIEW_3D":
+            continue
+        region = next((r for r in area.regions if r.type == "WINDOW"), None)
+        if region is not None:
+            with context.temp_override(window=window, area=area, region=region):
+                bpy.ops.view3d.view_selected(use_all_regions=False)
+
+
 def import_result(context, path, name: str | None = None) -> bpy.types.Object:
-    """Add the head of the result at `path` (a folder, head.obj, head.glb or result.json) at the 3D cursor."""
+    """Add the head of the result at `path` (a folder, head.obj, head.glb or result.json) beside what the
+    scene holds, selected and active, and frame it in the 3D views."""
     result = ResultFolder.from_path(path)
     name = name or result.name
     scene = context.scene
@@ -119,14 +163,15 @@ def import_result(context, path, name: str | None = None) -> bpy.types.Object:
         for material in obj.data.materials:
             if material and material.node_tree and (bsdf := material.node_tree.nodes.get("Principled BSDF")):
                 bsdf.inputs["Roughness"].default_value = ROUGHNESS
-    obj.location = scene.cursor.location.copy()
     unit = scene.unit_settings.scale_length or 1.0
     obj.scale = (1.0 / unit,) * 3  # the file is in metres; a scene unit of 1 cm needs 100 units per metre
     obj["uvidm_result"] = str(result.path)
+    place_beside_scene(context, obj)
     for other in context.view_layer.objects:
         other.select_set(False)
     obj.select_set(True)
     context.view_layer.objects.active = obj
+    frame_in_views(context, obj)
     return obj
 
 

@@ -7,6 +7,8 @@ background mode the operator calls `run()` directly (same code, no thread). No b
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import queue
@@ -18,8 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import FINAL_STATES, OUTPUT_FILES, BackendError, BackendUnreachable, Client, JobOptions, describe_job
-from .results import unique_folder
+from .client import (
+    FINAL_STATES,
+    OUTPUT_FILES,
+    BackendError,
+    BackendUnreachable,
+    Client,
+    JobOptions,
+    describe_job,
+    in_blender_words,
+)
+from .results import RESULT_JSON, result_name, unique_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +67,7 @@ class GenerateJob:
     def __init__(self, client: Client, photo: str | os.PathLike[str], options: JobOptions,
                  results_root: str | os.PathLike[str], *, wait_for_backend: float = 0.0,
                  backend_died: Callable[[], str | None] | None = None,
+                 landmarks_file: str | os.PathLike[str] | None = None,
                  poll_interval: float = 0.5, sleep: Callable[[float], None] | None = None):
         self.client = client
         self.photo = Path(photo)
@@ -63,9 +75,12 @@ class GenerateJob:
         self.results_root = Path(results_root)
         self.wait_for_backend = wait_for_backend
         self.backend_died = backend_died
+        self.landmarks_file = Path(landmarks_file) if landmarks_file else None
         self.poll_interval = poll_interval
         self.events: queue.Queue[JobEvent] = queue.Queue()
         self.job_id: str | None = None
+        self.health: dict | None = None  # the backend's last health answer (device, models)
+        self.picked_face: int | None = None  # the face taken from the landmarks file (its index in the photo)
         self.last: JobEvent = JobEvent("waiting", "Starting", 0.0)
         self._cancelled = threading.Event()
         self._sleep = sleep
@@ -144,7 +159,7 @@ class GenerateJob:
         while True:
             self._check_cancel()
             try:
-                health = self.client.health(timeout=5.0)
+                health = self.health = self.client.health(timeout=5.0)
             except BackendUnreachable:
                 if self.backend_died is not None and (reason := self.backend_died()):
                     raise BackendError(reason) from None
@@ -155,13 +170,26 @@ class GenerateJob:
                 continue
             state = (health.get("models") or {}).get("state")
             if state == "failed":
-                error = (health.get("models") or {}).get("error") or "no details"
+                error = in_blender_words((health.get("models") or {}).get("error") or "no details")
                 raise BackendError(f"The backend could not load its models ({error}). Check the model folder in "
                                    "the add-on preferences, then restart the backend.")
             if state != "loading" or time.monotonic() >= deadline:
                 return  # a loading backend still queues jobs: submit and let the job wait there
             self._emit("waiting", "The backend is loading its models", 0.0)
             self._wait(1.0)
+
+    def _with_file_landmarks(self) -> JobOptions:
+        """The chosen face's five points from the landmarks file (the backend reads every layout it knows)."""
+        self._emit("uploading", f"Reading {self.landmarks_file.name}", 0.0)
+        faces = self.client.faces(self.photo, self.landmarks_file)["faces"]
+        chosen = pick_face(faces, self.options.face_index)
+        if chosen is None:
+            raise BackendError(f"The landmarks file {self.landmarks_file.name} has {len(faces)} face(s) for this "
+                               f"photo; face {self.options.face_index + 1} is not among them. Pick another face.")
+        self.picked_face = chosen["index"]
+        # The points name the face: the backend takes no face_index beside them.
+        return dataclasses.replace(self.options, face_index=None,
+                                   landmarks=tuple((float(x), float(y)) for x, y in chosen["points"]))
 
     def _submit(self) -> dict:
         while True:
@@ -180,6 +208,8 @@ class GenerateJob:
             raise BackendError(f"The photo {self.photo} does not exist; choose another one.")
         self._emit("waiting", "Connecting to the backend", 0.0)
         self._wait_until_ready()
+        if self.landmarks_file is not None:
+            self.options = self._with_file_landmarks()
         job = self._submit()
         self.job_id = job["id"]
         failures = 0
@@ -190,10 +220,11 @@ class GenerateJob:
             if state == "done":
                 break
             if state == "failed":
-                raise BackendError(f"The backend could not make this head: {job.get('error') or 'no details'}")
+                error = in_blender_words(job.get("error") or "no details")
+                raise BackendError(f"The backend could not make this head: {error}")
             if state == "cancelled":
                 raise JobCancelled
-            self._emit(state or "running", describe_job(job), progress)
+            self._emit(state or "running", describe_job(job, progress), progress)
             self._wait(self.poll_interval)
             try:
                 job = self.client.job(self.job_id)
@@ -217,9 +248,59 @@ class GenerateJob:
         try:
             self.client.download(self.job_id, names, partial)
             self._check_cancel()
-            target = unique_folder(self.results_root, self.photo.stem)
+            if self.picked_face is not None:
+                _record_face(partial / RESULT_JSON, self.picked_face)
+            face_index = _face_index(partial / RESULT_JSON, self.options.face_index)
+            target = unique_folder(self.results_root, result_name(self.photo.stem, face_index))
             os.rename(partial, target)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         return target
+
+
+def _record_face(result_json: Path, index: int) -> None:
+    """Write into our copy of result.json which face of the photo the landmarks were (the backend only saw
+    five points), so the result's name and the Results list can say it."""
+    try:
+        meta = json.loads(result_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(meta.get("face"), dict) and meta["face"].get("index") is None:
+        meta["face"]["index"] = index
+        partial = result_json.with_suffix(".partial")
+        partial.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        os.replace(partial, result_json)
+
+
+def _face_index(result_json: Path, asked: int | None) -> int | None:
+    """The face the backend made (result.json's face.index: the detected face's number), else the one asked for."""
+    try:
+        index = json.loads(result_json.read_text(encoding="utf-8"))["face"]["index"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return asked
+    return index if isinstance(index, int) else asked
+
+
+def pick_face(faces: list[dict], face_index: int | None) -> dict | None:
+    """The face a job takes from POST /v1/faces' list: `face_index`, or the largest for None."""
+    if face_index is None:
+        return next((face for face in faces if face.get("largest")), faces[0] if faces else None)
+    return next((face for face in faces if face.get("index") == face_index), None)
+
+
+def wait_for_backend(client: Client, seconds: float, died: Callable[[], str | None] | None = None) -> None:
+    """Return once the backend answers and has loaded its models (or `seconds` passed); blocking."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if (client.health(timeout=5.0).get("models") or {}).get("state") != "loading":
+                return
+        except BackendUnreachable:
+            if died is not None and (reason := died()):
+                raise BackendError(reason) from None
+            if time.monotonic() >= deadline:
+                raise
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.5)

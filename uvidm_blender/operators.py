@@ -4,21 +4,34 @@ thread in the UI; in background mode (no UI) the same operators run synchronousl
 
 # No `from __future__ import annotations` here: Blender reads the property annotations.
 
+import base64
+import hashlib
 import os
+import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import bpy
 from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from .backend import EXTENSION_ROOT, CommandRunner, blender_python, setup_steps, stage_backend_source
+from .backend import (
+    EXTENSION_ROOT,
+    CommandRunner,
+    blender_python,
+    setup_steps,
+    stage_backend_source,
+    venv_problem,
+)
 from .client import BackendError, Client, describe_health
+from .downloads import ModelDownload
 from .importer import import_result
-from .jobs import GenerateJob, JobEvent
+from .jobs import GenerateJob, JobEvent, wait_for_backend
 from .preferences import (
     READY_MARK,
     backend_died,
+    backend_key,
     backend_log,
     check_online,
     describe_local_environment,
@@ -27,11 +40,12 @@ from .preferences import (
     results_root,
     snapshot,
     start_local_backend,
+    torch_build,
     user_folder,
     venv_dir,
 )
-from .results import ResultError
-from .runtime import STATE
+from .results import ResultError, is_result_folder
+from .runtime import STATE, FoundFaces
 
 TIMER_STEP = 0.1  # seconds between two looks at a worker thread
 
@@ -45,15 +59,16 @@ def _redraw_all() -> None:
                 area.tag_redraw()
 
 
-def _set_status(context, message: str, *, progress: float | None = None, running: bool | None = None,
-                error: bool = False) -> None:
+def _set_status(context, message: str, *, progress: float | None = None, error: bool = False) -> None:
     status = context.window_manager.uvidm
     status.message = message
     status.is_error = error
     if progress is not None:
         status.progress = progress
-    if running is not None:
-        status.running = running
+
+
+def _abspath(path: str) -> str:
+    return bpy.path.abspath(path) if path else ""
 
 
 class UVIDM_OT_generate(bpy.types.Operator):
@@ -68,7 +83,7 @@ class UVIDM_OT_generate(bpy.types.Operator):
         return not context.window_manager.uvidm.running
 
     def _fail(self, context, message: str):
-        _set_status(context, message, progress=0.0, running=False, error=True)
+        _set_status(context, message, progress=0.0, error=True)
         self.report({"ERROR"}, message)
         return {"CANCELLED"}
 
@@ -81,25 +96,24 @@ class UVIDM_OT_generate(bpy.types.Operator):
         photo = bpy.path.abspath(settings.photo)
         if not os.path.isfile(photo):
             return f"The photo {photo} does not exist; choose another one."
-        try:
-            options = settings.job_options()
-        except ValueError as error:
-            return str(error)
+        landmarks = _abspath(settings.landmarks_file)
+        if landmarks and not os.path.isfile(landmarks):
+            return f"The landmarks file {landmarks} does not exist; choose another one or clear the field."
         try:
             check_online(prefs)
             wait = start_local_backend(prefs)
         except BackendError as error:
             return error.message
-        return GenerateJob(make_client(prefs), photo, options, results_root(prefs), wait_for_backend=wait,
-                           backend_died=backend_died)
+        return GenerateJob(make_client(prefs), photo, settings.job_options(), results_root(prefs),
+                           wait_for_backend=wait, backend_died=backend_died, landmarks_file=landmarks or None)
 
     def execute(self, context):
         # Synchronous: background mode and scripts (bpy.ops.uvidm.generate()).
         job = self._prepare(context)
         if isinstance(job, str):
             return self._fail(context, job)
-        STATE.generate = job
-        _set_status(context, "Generating", progress=0.0, running=True)
+        STATE.generate = self._job = job
+        _set_status(context, "Generating", progress=0.0)
         return self._finish(context, job.run())
 
     def invoke(self, context, event):
@@ -108,8 +122,8 @@ class UVIDM_OT_generate(bpy.types.Operator):
         job = self._prepare(context)
         if isinstance(job, str):
             return self._fail(context, job)
-        STATE.generate = job
-        _set_status(context, "Connecting to the backend", progress=0.0, running=True)
+        STATE.generate = self._job = job
+        _set_status(context, "Connecting to the backend", progress=0.0)
         job.start()
         wm = context.window_manager
         self._timer = wm.event_timer_add(TIMER_STEP, window=context.window)
@@ -117,8 +131,8 @@ class UVIDM_OT_generate(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
-        job = STATE.generate
-        if job is None:
+        job = self._job
+        if STATE.generate is not job:  # cancelled from elsewhere, or the add-on was disabled and enabled
             return self._finish(context, JobEvent("cancelled", "Cancelled", 0.0))
         if event.type == "ESC" and event.value == "PRESS":
             job.cancel()  # the worker sends the DELETE; the scene is left as it was
@@ -138,10 +152,16 @@ class UVIDM_OT_generate(bpy.types.Operator):
         if getattr(self, "_timer", None) is not None:
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
-        STATE.generate = None
+        if not hasattr(context.window_manager, "uvidm"):  # the add-on was disabled while this ran
+            return {"CANCELLED"}
+        job = getattr(self, "_job", None)
+        if job is not None and job.health is not None:
+            STATE.health, STATE.health_key = job.health, backend_key(get_preferences(context))
+        if STATE.generate is job:
+            STATE.generate = None
         _redraw_all()
         if event.state == "cancelled":
-            _set_status(context, "Cancelled", progress=0.0, running=False)
+            _set_status(context, "Cancelled", progress=0.0)
             self.report({"WARNING"}, "Generate cancelled")
             return {"CANCELLED"}
         if event.state != "done":
@@ -151,8 +171,242 @@ class UVIDM_OT_generate(bpy.types.Operator):
         except (ResultError, OSError, ValueError, RuntimeError) as error:
             return self._fail(context, f"The head was made ({event.result_dir}) but cannot be imported: {error}")
         context.window_manager.uvidm.last_result = str(event.result_dir)
-        _set_status(context, f"Imported {obj.name} ({event.result_dir})", progress=1.0, running=False)
+        _set_status(context, f"Imported {obj.name} beside the scene, selected and framed ({event.result_dir})",
+                    progress=1.0)
         self.report({"INFO"}, f"Imported {obj.name}")
+        return {"FINISHED"}
+
+
+class _InThread:
+    """An operator whose work (network, subprocess; no bpy) runs in a thread while Blender stays responsive.
+
+    `prepare(context)` returns the work's argument (or a message: refused), `work(argument)` runs off the
+    main thread, `finish(context, result)` back on it. In background mode all three run in turn.
+    """
+
+    def prepare(self, context):
+        raise NotImplementedError
+
+    @staticmethod
+    def work(argument):
+        raise NotImplementedError
+
+    def finish(self, context, result):
+        raise NotImplementedError
+
+    def execute(self, context):
+        argument = self.prepare(context)
+        if isinstance(argument, str):
+            self.report({"ERROR"}, argument)
+            return {"CANCELLED"}
+        return self.finish(context, self.work(argument))
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        argument = self.prepare(context)
+        if isinstance(argument, str):
+            self.report({"ERROR"}, argument)
+            return {"CANCELLED"}
+        self._result = None
+
+        def target():
+            self._result = self.work(argument)
+
+        self._thread = threading.Thread(target=target, name=f"uvidm-{self.bl_idname}", daemon=True)
+        self._thread.start()
+        self._timer = context.window_manager.event_timer_add(TIMER_STEP, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER" or self._thread.is_alive():
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        _redraw_all()
+        return self.finish(context, self._result)
+
+
+class UVIDM_OT_find_faces(_InThread, bpy.types.Operator):
+    """Find the faces in the photo (or read them from the landmarks file) and number them on its thumbnail"""
+
+    bl_idname = "uvidm.find_faces"
+    bl_label = "Find Faces"
+
+    def prepare(self, context):
+        settings, prefs = context.scene.uvidm, get_preferences(context)
+        photo, landmarks = settings.faces_key()
+        if not photo or not os.path.isfile(photo):
+            return "Choose a photo first (Photo, in the UV-IDM panel)."
+        try:
+            check_online(prefs)
+            wait = start_local_backend(prefs)
+        except BackendError as error:
+            return error.message
+        folder = user_folder() / "faces"
+        name = hashlib.sha256(f"{photo}|{landmarks}|{os.path.getmtime(photo)}".encode()).hexdigest()[:16]
+        return make_client(prefs), photo, landmarks or None, folder / f"{name}.png", wait
+
+    @staticmethod
+    def work(argument):
+        client, photo, landmarks, overview, wait = argument
+        try:
+            if wait:  # a backend just started: give it the time to answer
+                wait_for_backend(client, wait, backend_died)
+            answer = client.faces(photo, landmarks)
+            overview.parent.mkdir(parents=True, exist_ok=True)
+            partial = overview.with_suffix(".partial")
+            partial.write_bytes(base64.b64decode(answer["overview"]))
+            os.replace(partial, overview)
+        except (BackendError, OSError, ValueError, KeyError) as error:
+            return getattr(error, "message", None) or f"The faces could not be read: {error}"
+        largest = next((face["index"] for face in answer["faces"] if face.get("largest")), None)
+        return FoundFaces(len(answer["faces"]), largest, overview, answer.get("source", "detector"))
+
+    def finish(self, context, result):
+        if not isinstance(result, FoundFaces):
+            _set_status(context, result or "Finding the faces ended without an answer", error=True)
+            self.report({"ERROR"}, result or "Finding the faces ended without an answer")
+            return {"CANCELLED"}
+        settings = context.scene.uvidm
+        STATE.faces[settings.faces_key()] = result
+        if settings.face_index >= result.count:
+            settings.face_index = -1
+        words = "No face found in the photo." if not result.count else (
+            f"{result.count} face{'s' if result.count > 1 else ''} found: click a number to choose one.")
+        _set_status(context, words, error=not result.count)
+        self.report({"INFO"} if result.count else {"WARNING"}, words)
+        return {"FINISHED"}
+
+
+class UVIDM_OT_pick_face(bpy.types.Operator):
+    """Make this face the one Generate reconstructs"""
+
+    bl_idname = "uvidm.pick_face"
+    bl_label = "Pick Face"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: bpy.props.IntProperty(name="Face", default=-1, min=-1, description="-1: the largest face")
+
+    def execute(self, context):
+        context.scene.uvidm.face_index = self.index
+        return {"FINISHED"}
+
+
+class UVIDM_OT_delete_result(bpy.types.Operator):
+    """Delete this result folder from the disk (heads already in the scene stay)"""
+
+    bl_idname = "uvidm.delete_result"
+    bl_label = "Delete Result"
+
+    path: StringProperty(name="Result", subtype="DIR_PATH", options={"SKIP_SAVE"})
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context):
+        folder = Path(bpy.path.abspath(self.path)).resolve()
+        root = results_root(get_preferences(context)).resolve()
+        if folder.parent != root or not is_result_folder(folder):
+            self.report({"ERROR"}, f"{folder} is not a result folder in {root}; nothing deleted")
+            return {"CANCELLED"}
+        shutil.rmtree(folder)
+        _set_status(context, f"Deleted the result {folder.name}")
+        _redraw_all()
+        return {"FINISHED"}
+
+
+def _remember_health(key: tuple) -> Callable[[dict], None]:
+    def remember(health: dict) -> None:
+        STATE.health, STATE.health_key = health, key
+    return remember
+
+
+class UVIDM_OT_plan_models(_InThread, bpy.types.Operator):
+    """Ask the backend which model files it would download, their sizes and licences (shown before anything
+    is downloaded)"""
+
+    bl_idname = "uvidm.plan_models"
+    bl_label = "Download Model Files..."
+
+    def prepare(self, context):
+        prefs = get_preferences(context)
+        try:
+            check_online(prefs)
+            wait = start_local_backend(prefs)
+        except BackendError as error:
+            return error.message
+        return make_client(prefs), wait, backend_key(prefs)
+
+    @staticmethod
+    def work(argument):
+        client, wait, key = argument
+        try:
+            if wait:
+                wait_for_backend(client, wait, backend_died)
+            return key, client.models_plan()
+        except BackendError as error:
+            return error.message
+
+    def finish(self, context, result):
+        if not isinstance(result, tuple):
+            message = result or "The backend did not say which files it would download"
+            _set_status(context, message, error=True)
+            self.report({"ERROR"}, message)
+            return {"CANCELLED"}
+        STATE.plan_key, STATE.model_plan = result
+        context.window_manager.uvidm.accept_licences = False
+        return {"FINISHED"}
+
+
+class UVIDM_OT_download_models(bpy.types.Operator):
+    """Download the model files listed above into the model folder (the backend downloads and loads them)"""
+
+    bl_idname = "uvidm.download_models"
+    bl_label = "Download"
+
+    @classmethod
+    def poll(cls, context):
+        running = STATE.model_download is not None and not STATE.model_download.done
+        return STATE.model_plan is not None and context.window_manager.uvidm.accept_licences and not running
+
+    def execute(self, context):
+        prefs = get_preferences(context)
+        if STATE.plan_key != backend_key(prefs):
+            self.report({"ERROR"}, "The list was made for another backend: click Download Model Files again")
+            return {"CANCELLED"}
+        download = ModelDownload(make_client(prefs), on_health=_remember_health(backend_key(prefs)))
+        STATE.model_download = download
+        if bpy.app.background:
+            ok = download.run()
+            if ok:
+                STATE.model_plan = None
+            self.report({"INFO"} if ok else {"ERROR"}, download.message if ok else download.error)
+            return {"FINISHED"} if ok else {"CANCELLED"}
+        download.start()
+        bpy.app.timers.register(_watch_download, first_interval=0.5)
+        return {"FINISHED"}
+
+
+def _watch_download():
+    _redraw_all()
+    download = STATE.model_download
+    if download is not None and not download.done:
+        return 0.5
+    if download is not None and not download.error:
+        STATE.model_plan = None  # done: the list is no longer what the user will get
+    return None
+
+
+class UVIDM_OT_cancel_model_download(bpy.types.Operator):
+    """Stop the download (finished files are kept; the rest resumes next time)"""
+
+    bl_idname = "uvidm.cancel_model_download"
+    bl_label = "Cancel Download"
+
+    def execute(self, context):
+        if STATE.model_download is not None:
+            STATE.model_download.cancel()
         return {"FINISHED"}
 
 
@@ -164,14 +418,14 @@ class UVIDM_OT_cancel_generate(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return STATE.generate is not None or context.window_manager.uvidm.running
+        return STATE.generate is not None
 
     def execute(self, context):
-        if STATE.generate is not None:
-            STATE.generate.cancel()  # the modal Generate sees it on its next timer tick
-            _set_status(context, "Cancelling")
-        else:  # nothing runs any more (the Generate ended abnormally): free the panel
-            _set_status(context, "Cancelled", progress=0.0, running=False)
+        job, STATE.generate = STATE.generate, None
+        if job is not None:
+            job.cancel()  # its thread sends the DELETE; the modal Generate ends on its next timer tick
+        _set_status(context, "Cancelled", progress=0.0)
+        _redraw_all()
         return {"FINISHED"}
 
 
@@ -181,6 +435,8 @@ def _import(operator, context, path: str):
     except (ResultError, OSError, ValueError, RuntimeError) as error:
         operator.report({"ERROR"}, f"Cannot import {path}: {error}")
         return {"CANCELLED"}
+    context.window_manager.uvidm.last_result = str(obj.get("uvidm_result", ""))
+    _set_status(context, f"Imported {obj.name} beside the scene, selected and framed", progress=0.0)
     operator.report({"INFO"}, f"Imported {obj.name}")
     return {"FINISHED"}
 
@@ -274,11 +530,12 @@ class UVIDM_OT_export_game(bpy.types.Operator):
             bpy.ops.export_scene.gltf(filepath=str(path), **options)
         else:
             bpy.ops.export_scene.fbx(filepath=str(path), **options)
+        _set_status(context, f"Exported {path.name} for {self.preset.title()} to {path.parent}")
         self.report({"INFO"}, f"Exported {path}")
         return {"FINISHED"}
 
 
-class UVIDM_OT_check_backend(bpy.types.Operator):
+class UVIDM_OT_check_backend(_InThread, bpy.types.Operator):
     """Ask the backend how it is (and check the local Python environment), in plain words"""
 
     bl_idname = "uvidm.check_backend"
@@ -287,9 +544,13 @@ class UVIDM_OT_check_backend(bpy.types.Operator):
     @staticmethod
     def work(snap) -> tuple[str, str]:
         """({'INFO'|'WARNING'|'ERROR'}, words); network and subprocess only, no bpy: runs in a thread."""
+        health = None
         try:
             check_online(snap, snap.online_access)
-            health = Client(snap.url, token=snap.token if snap.backend_mode == "REMOTE" else None).health(timeout=5.0)
+            client = Client(snap.url, token=snap.token if snap.backend_mode == "REMOTE" else None)
+            health = client.health(timeout=5.0)
+            if health.get("token_required"):  # health answers everyone: ask where the token counts
+                client.check_access()
             state = (health.get("models") or {}).get("state")
             level = {"ready": "INFO", "failed": "ERROR"}.get(state, "WARNING")
             message = f"{snap.url}: {describe_health(health)}"
@@ -301,37 +562,17 @@ class UVIDM_OT_check_backend(bpy.types.Operator):
                 message = f"Local backend {running}. {error.message} {words}."
         STATE.backend_text = message
         STATE.backend_ok = level == "INFO"
+        STATE.backend_key = snap.key
+        STATE.health, STATE.health_key = health, snap.key
         return level, message
 
-    def _done(self, level: str, message: str):
+    def prepare(self, context):
+        return snapshot(context)
+
+    def finish(self, context, result):
+        level, message = result or ("ERROR", "The check ended without an answer; see the system console")
         self.report({level}, message)
         return {"FINISHED"} if level != "ERROR" else {"CANCELLED"}
-
-    def execute(self, context):
-        return self._done(*self.work(snapshot(context)))
-
-    def invoke(self, context, event):
-        if bpy.app.background:
-            return self.execute(context)
-        snap = snapshot(context)
-        self._result = None
-
-        def target():
-            self._result = self.work(snap)
-
-        self._thread = threading.Thread(target=target, name="uvidm-check", daemon=True)
-        self._thread.start()
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(TIMER_STEP, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        if event.type != "TIMER" or self._thread.is_alive():
-            return {"PASS_THROUGH"}
-        context.window_manager.event_timer_remove(self._timer)
-        _redraw_all()
-        return self._done(*(self._result or ("ERROR", "The check stopped unexpectedly")))
 
 
 class UVIDM_OT_setup_environment(bpy.types.Operator):
@@ -350,6 +591,9 @@ class UVIDM_OT_setup_environment(bpy.types.Operator):
             self.report({"ERROR"}, "Setting up downloads packages: allow online access in Preferences > System > "
                                    "Network first.")
             return {"CANCELLED"}
+        if problem := venv_problem(blender_python()):
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
         STATE.backend.stop()  # it may run from the environment being replaced
         venv = venv_dir()
         (venv / READY_MARK).unlink(missing_ok=True)
@@ -358,8 +602,9 @@ class UVIDM_OT_setup_environment(bpy.types.Operator):
         except OSError as error:
             self.report({"ERROR"}, f"Cannot prepare the backend's files: {error}")
             return {"CANCELLED"}
+        build = torch_build(prefs)
         steps = setup_steps(blender_python(), venv, source, torch_spec=prefs.torch_spec.strip() or "torch",
-                            index_url=prefs.index_url.strip())
+                            build=build)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
         runner = CommandRunner(steps, log_file=user_folder() / "setup.log", env=env,
                                on_success=lambda: (venv / READY_MARK).write_text("ok\n"))
@@ -370,7 +615,8 @@ class UVIDM_OT_setup_environment(bpy.types.Operator):
             return {"FINISHED"} if ok else {"CANCELLED"}
         runner.start()
         bpy.app.timers.register(_watch_setup, first_interval=0.5)
-        self.report({"INFO"}, "Setting up the backend's environment (progress in the add-on preferences)")
+        self.report({"INFO"}, f"Setting up the backend's environment with torch {build.label} (progress in the "
+                              "add-on preferences)")
         return {"FINISHED"}
 
 
@@ -408,6 +654,9 @@ class UVIDM_OT_start_backend(bpy.types.Operator):
             return {"CANCELLED"}
         if not STATE.backend.running:
             self.report({"INFO"}, f"A backend already answers on port {prefs.port}; using it")
+        elif STATE.backend.port != prefs.port:
+            self.report({"INFO"}, f"The backend started earlier runs on port {STATE.backend.port}; stop it to "
+                                  f"start one on port {prefs.port}")
         else:
             self.report({"INFO"}, f"Backend starting (log: {backend_log()}); the first start loads the models")
         _redraw_all()
@@ -427,9 +676,10 @@ class UVIDM_OT_stop_backend(bpy.types.Operator):
 
 
 CLASSES = (
-    UVIDM_OT_generate, UVIDM_OT_cancel_generate, UVIDM_OT_import_result, UVIDM_OT_import_recent,
-    UVIDM_OT_export_game, UVIDM_OT_check_backend, UVIDM_OT_setup_environment, UVIDM_OT_cancel_setup,
-    UVIDM_OT_start_backend, UVIDM_OT_stop_backend,
+    UVIDM_OT_generate, UVIDM_OT_cancel_generate, UVIDM_OT_find_faces, UVIDM_OT_pick_face, UVIDM_OT_import_result,
+    UVIDM_OT_import_recent, UVIDM_OT_delete_result, UVIDM_OT_export_game, UVIDM_OT_check_backend,
+    UVIDM_OT_setup_environment, UVIDM_OT_cancel_setup, UVIDM_OT_start_backend, UVIDM_OT_stop_backend,
+    UVIDM_OT_plan_models, UVIDM_OT_download_models, UVIDM_OT_cancel_model_download,
 )
 
 

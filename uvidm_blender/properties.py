@@ -7,7 +7,8 @@ neither saved nor undone)."""
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .client import JobOptions, parse_landmarks
+from .client import JobOptions
+from .runtime import STATE
 
 # Blender 4.5+ warns about "//" (relative to the .blend) paths unless the property says it takes them.
 _RELATIVE_PATH = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
@@ -25,12 +26,19 @@ def _sampler_changed(settings, _context) -> None:
         settings.steps = DEFAULT_STEPS[settings.sampler]
 
 
+def _faces_changed(settings, _context) -> None:
+    # A face number belongs to the photo (and landmarks file) it was picked on.
+    if settings.face_index != -1:
+        settings.face_index = -1
+
+
 class UVIDM_PG_settings(bpy.types.PropertyGroup):
     photo: StringProperty(name="Photo", description="A photo with a face (JPEG or PNG)", subtype="FILE_PATH",
-                          options=_RELATIVE_PATH)
+                          options=_RELATIVE_PATH, update=_faces_changed)
     face_index: IntProperty(
         name="Face", default=-1, min=-1, max=99,
-        description="Which face when the photo shows several: -1 the largest, 0, 1, ... from left to right")
+        description="Which face when the photo shows several (Find Faces numbers them): -1 the largest, "
+                    "0 the left-most, 1 the next, ...")
     sampler: EnumProperty(name="Sampler", items=SAMPLERS, default="ddim", update=_sampler_changed,
                           description="How the texture is sampled: the official DDIM, or the faster DPM-Solver++")
     steps: IntProperty(name="Steps", default=DEFAULT_STEPS["ddim"], min=1, max=500, soft_max=200,
@@ -44,26 +52,38 @@ class UVIDM_PG_settings(bpy.types.PropertyGroup):
         name="Expression", default="photo",
         items=[("photo", "As in Photo", "The expression of the photo"),
                ("neutral", "Neutral", "A neutral face: the mesh without the photo's expression")])
-    landmarks: StringProperty(
-        name="Landmarks",
-        description="Optional: five [x, y] points in photo pixels (eyes, nose tip, mouth corners) as JSON; "
-                    "given, they replace face detection")
+    landmarks_file: StringProperty(
+        name="Landmarks", subtype="FILE_PATH", options=_RELATIVE_PATH, update=_faces_changed,
+        description="Optional: a file with the faces' five points (eyes, nose tip, mouth corners) in photo "
+                    "pixels, JSON or lines of 'x y'; given, it replaces face detection")
+
+    def faces_key(self) -> tuple[str, str]:
+        """What found faces belong to: the photo and the landmarks file (absolute paths)."""
+        return (bpy.path.abspath(self.photo) if self.photo else "",
+                bpy.path.abspath(self.landmarks_file) if self.landmarks_file else "")
 
     def job_options(self) -> JobOptions:
-        """The request's options; ValueError in words for bad landmarks."""
+        """The request's options (the landmarks file's points are read by the job, through the backend)."""
         return JobOptions(
             face_index=None if self.face_index < 0 else self.face_index,
-            landmarks=parse_landmarks(self.landmarks),
             steps=self.steps, sampler=self.sampler, seed=self.seed, texture_size=int(self.texture_size),
             delight=self.delight, expression=self.expression)
 
 
+def _generating(_status) -> bool:
+    # From the running job itself, not a stored flag: a flag outlives a job that an add-on disable ended.
+    return STATE.generate is not None
+
+
 class UVIDM_PG_status(bpy.types.PropertyGroup):
-    running: BoolProperty(default=False)
+    running: BoolProperty(get=_generating, description="A Generate runs")
     progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     message: StringProperty(default="")
     is_error: BoolProperty(default=False)
     last_result: StringProperty(default="", subtype="DIR_PATH")
+    accept_licences: BoolProperty(
+        name="I accept these licences", default=False,
+        description="The model files are for non-commercial research (see the licence text above)")
 
 
 CLASSES = (UVIDM_PG_settings, UVIDM_PG_status)

@@ -138,7 +138,12 @@ def _map_file(rest: str) -> str:
 
 @dataclass(frozen=True)
 class ResultFolder:
-    """One head: the folder and the files in it that exist (None when absent)."""
+    """One head: the folder and the files in it that exist (None when absent).
+
+    `name` names the head in the scene: the result folder's own name (unique, after the photo and the
+    face: "t1-face3", "t1-face3-2"), or a lone file's. `photo_name`, `face_number` (1 = the left-most
+    face, None when not recorded) and `created` (seconds since the epoch) describe it in the Results list.
+    """
 
     path: Path
     name: str
@@ -147,6 +152,16 @@ class ResultFolder:
     albedo: Path | None
     preview: Path | None
     metadata: dict[str, Any]
+    photo_name: str | None = None
+    face_number: int | None = None
+    created: float = 0.0
+
+    @property
+    def title(self) -> str:
+        """'t1.jpg, face 3' (or the name, for a head without its metadata)."""
+        if not self.photo_name:
+            return self.name
+        return self.photo_name + (f", face {self.face_number}" if self.face_number else "")
 
     @property
     def full_head(self) -> bool:
@@ -187,15 +202,22 @@ class ResultFolder:
         albedo = existing("albedo.png") if glb is None or glb.name != FULL_HEAD_GLB else None
         if albedo is None and obj is not None:
             albedo = _texture_from_mtl(obj)
-        photo_name = (metadata.get("photo") or {}).get("name") if isinstance(metadata.get("photo"), dict) else None
-        if photo_name:
-            name = Path(photo_name).stem
-        elif chosen is not None and chosen.stem not in ("head", "head_full", "result", "albedo"):
+        photo = metadata.get("photo") if isinstance(metadata.get("photo"), dict) else {}
+        face = metadata.get("face") if isinstance(metadata.get("face"), dict) else {}
+        if chosen is not None and chosen.stem not in ("head", "head_full", "result", "albedo"):
             name = chosen.stem
         else:
             name = folder.name
+        index = face.get("index")
         return cls(path=folder, name=name or "head", obj=obj, glb=glb, albedo=albedo,
-                   preview=existing("preview.png"), metadata=metadata)
+                   preview=existing("preview.png"), metadata=metadata, photo_name=photo.get("name"),
+                   face_number=index + 1 if isinstance(index, int) else None,
+                   created=(meta_file or obj or glb).stat().st_mtime)
+
+
+def result_name(photo_stem: str, face_index: int | None) -> str:
+    """A result folder's name: the photo's, and the face's number (1 = the left-most) when known."""
+    return photo_stem if face_index is None else f"{photo_stem}-face{face_index + 1}"
 
 
 def _texture_from_mtl(obj: Path) -> Path | None:

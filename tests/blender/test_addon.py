@@ -6,8 +6,9 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-OPERATORS = ("generate", "cancel_generate", "import_result", "import_recent", "export_game", "check_backend",
-             "setup_environment", "cancel_setup", "start_backend", "stop_backend")
+OPERATORS = ("generate", "cancel_generate", "find_faces", "pick_face", "import_result", "import_recent",
+             "delete_result", "export_game", "check_backend", "setup_environment", "cancel_setup", "start_backend",
+             "stop_backend")
 PANELS = ("VIEW3D_PT_uvidm", "VIEW3D_PT_uvidm_advanced", "VIEW3D_PT_uvidm_results", "VIEW3D_PT_uvidm_export")
 
 
@@ -48,13 +49,14 @@ def test_panel_is_in_the_sidebar(addon):
 def test_preferences_defaults_and_values(scene, addon, tmp_path):
     prefs = bpy.context.preferences.addons[addon].preferences
     assert prefs.backend_mode == "LOCAL" and prefs.port == 8765 and prefs.device == "AUTO"
-    assert prefs.torch_spec == "torch==2.13.0"
+    assert prefs.torch_spec == "torch==2.13.0" and prefs.torch_build == "AUTO"
     preferences = sys.modules[f"{addon}.uvidm_blender.preferences"]
     assert preferences.backend_url(prefs) == "http://127.0.0.1:8765"
     # the environment and results live in the extension's user folder
     user = preferences.user_folder()
     assert user.is_dir() and preferences.venv_dir() == user / "venv"
     assert preferences.results_root(prefs) == user / "results"
+    assert preferences.model_root(prefs) == user / "models"  # nothing to type for the model files
     assert not preferences.environment_ready()
 
     prefs.backend_mode = "REMOTE"
@@ -88,21 +90,45 @@ def test_check_backend_in_words(scene, addon):
     assert "No UV-IDM backend answers" in runtime.STATE.backend_text
 
 
-def test_check_backend_reports_a_running_backend(scene, addon, fake_backend):
+def test_check_backend_reports_a_running_backend(scene, addon, backend):
     prefs = bpy.context.preferences.addons[addon].preferences
-    prefs.port = int(fake_backend.url.rsplit(":", 1)[1])
+    prefs.port = backend.port
     assert bpy.ops.uvidm.check_backend() == {"FINISHED"}
     runtime = sys.modules[f"{addon}.uvidm_blender.runtime"]
-    assert runtime.STATE.backend_text == f"{fake_backend.url}: UV-IDM backend fake on cpu: ready; 0 of 8 queue " \
-                                         "places taken."
-    fake_backend.models_state = "loading"
-    assert bpy.ops.uvidm.check_backend() == {"FINISHED"}
-    assert "loading the models" in runtime.STATE.backend_text
+    assert runtime.STATE.backend_text.startswith(f"{backend.url}: UV-IDM backend ")
+    assert runtime.STATE.backend_text.endswith("on cpu: ready; 0 of 16 queue places taken.")
+    assert runtime.STATE.health["device"] == "cpu"
+
+
+def test_check_backend_finds_a_wrong_token(scene, addon, start_backend):
+    """Health answers without a token; the check asks where the token counts."""
+    guarded = start_backend(token="s3cret")
+    prefs = bpy.context.preferences.addons[addon].preferences
+    prefs.backend_mode, prefs.remote_url, prefs.token = "REMOTE", guarded.url, "wrong"
+    runtime = sys.modules[f"{addon}.uvidm_blender.runtime"]
+    with pytest.raises(RuntimeError, match="refused the access token"):
+        bpy.ops.uvidm.check_backend()
+    assert runtime.STATE.backend_ok is False
+    prefs.token = "s3cret"
+    assert bpy.ops.uvidm.check_backend() == {"FINISHED"} and runtime.STATE.backend_ok
+
+
+def test_switching_to_remote_stops_the_local_backend(scene, addon, tmp_path):
+    runtime = sys.modules[f"{addon}.uvidm_blender.runtime"]
+    backend = sys.modules[f"{addon}.uvidm_blender.backend"]
+    runtime.STATE.backend.start([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "log.txt",
+                                port=9999)
+    assert runtime.STATE.backend.running
+    prefs = bpy.context.preferences.addons[addon].preferences
+    prefs.backend_mode = "REMOTE"
+    assert not runtime.STATE.backend.running
+    assert isinstance(runtime.STATE.backend, backend.BackendProcess)
 
 
 def test_remote_needs_online_access(scene, addon):
     prefs = bpy.context.preferences.addons[addon].preferences
     prefs.backend_mode = "REMOTE"
+    prefs.remote_url = "http://gpu-box.invalid:8765"  # loopback URLs need no online access
     if bpy.app.online_access:
         pytest.skip("online access is allowed in this Blender")
     with pytest.raises(RuntimeError, match="Online access is off"):

@@ -1,5 +1,6 @@
 """The local backend's helpers: environment setup commands, the step runner, the serve process."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -14,13 +15,17 @@ from uvidm_blender.backend import (
     BackendProcess,
     CommandRunner,
     Step,
+    TorchBuild,
     check_python,
+    choose_torch_build,
+    driver_cuda_version,
     free_port,
     model_subfolders,
     port_in_use,
     serve_command,
     setup_steps,
     stage_backend_source,
+    venv_problem,
     venv_python,
 )
 from uvidm_blender.client import Client
@@ -47,17 +52,74 @@ def test_stage_backend_source(tmp_path):
 
 
 def test_setup_steps(tmp_path):
-    steps = setup_steps("/usr/bin/python3", tmp_path / "venv", tmp_path / "src", index_url="https://index.invalid")
+    build = TorchBuild("CUDA 12.8", "https://download.pytorch.org/whl/cu128", "a driver")
+    steps = setup_steps("/usr/bin/python3", tmp_path / "venv", tmp_path / "src", build=build)
     assert steps[0].argv == ("/usr/bin/python3", "-m", "venv", str(tmp_path / "venv"))
     python = str(venv_python(tmp_path / "venv"))
     assert all(step.argv[0] == python for step in steps[1:])
     torch_step = next(step for step in steps if TORCH_PIN in step.argv and str(tmp_path / "src") not in step.argv)
+    assert "CUDA 12.8" in torch_step.label
     assert steps.index(torch_step) < next(i for i, s in enumerate(steps) if str(tmp_path / "src") in s.argv)
     backend_step = next(step for step in steps if str(tmp_path / "src") in step.argv)
     assert TORCH_PIN in backend_step.argv  # the resolver may not swap torch for another release
-    assert "--extra-index-url" in torch_step.argv
+    index = torch_step.argv.index("--index-url")
+    assert torch_step.argv[index + 1] == build.index_url and "--index-url" not in backend_step.argv
+    default = setup_steps("p", tmp_path, tmp_path, build=TorchBuild("default", "", "macOS"))
+    assert not any("--index-url" in step.argv for step in default)
     more = setup_steps("p", tmp_path, tmp_path, extra_packages=("nvdiffrast",))
     assert len(more) == len(steps) + 1 and more[-1].argv[-1] == "nvdiffrast"
+
+
+@pytest.mark.parametrize("choice, system, cuda, label, index", [
+    ("AUTO", "Windows", (12, 9), "CUDA 12.8", "/cu128"),
+    ("AUTO", "Linux", (13, 1), "CUDA 13.0", "/cu130"),
+    ("AUTO", "Linux", (12, 6), "CUDA 12.6", "/cu126"),
+    ("AUTO", "Linux", (11, 8), "CPU only", "/cpu"),  # a driver too old for any CUDA build
+    ("AUTO", "Windows", None, "CPU only", "/cpu"),
+    ("AUTO", "Darwin", None, "default build (Apple GPU)", ""),
+    ("CUDA", "Linux", None, "CUDA 13.0", "/cu130"),
+    ("CPU", "Linux", (12, 8), "CPU only", "/cpu"),
+    ("DEFAULT", "Windows", (12, 8), "package registry default", ""),
+])
+def test_torch_build_follows_the_gpu(choice, system, cuda, label, index):
+    build = choose_torch_build(choice, system, cuda)
+    assert build.label == label and build.index_url.endswith(index) and build.reason
+    if index:
+        assert build.index_url.startswith("https://download.pytorch.org/whl")
+    if cuda is not None and choice == "AUTO" and label.startswith("CUDA"):
+        assert f"CUDA {cuda[0]}.{cuda[1]}" in build.reason and "nvidia-smi" in build.reason
+    custom = choose_torch_build("CUSTOM", system, cuda, "https://mirror.invalid/torch")
+    assert custom.index_url == "https://mirror.invalid/torch"
+
+
+NVIDIA_SMI = """Tue Dec  1 10:00:00 2026
++-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI 570.86.15              Driver Version: 570.86.15      CUDA Version: 12.8     |
+|-----------------------------------------+------------------------+----------------------+
+"""
+
+
+def test_driver_cuda_version_from_nvidia_smi(tmp_path, monkeypatch):
+    """A real `nvidia-smi` on the PATH (a script printing what the driver's prints) is asked."""
+    script = tmp_path / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{NVIDIA_SMI}EOF\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert driver_cuda_version() == (12, 8)
+    script.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed'\nexit 9\n")
+    assert driver_cuda_version() is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert driver_cuda_version() is None
+
+
+def test_venv_problem(tmp_path):
+    assert venv_problem(sys.executable) is None
+    fake = tmp_path / "python3"
+    fake.write_text(f"#!{sys.executable}\nimport sys\nsys.exit('ModuleNotFoundError: No module named venv')\n")
+    fake.chmod(0o755)
+    problem = venv_problem(str(fake))
+    assert "lacks the venv module" in problem and "python3-venv" in problem
+    assert "Cannot run" in venv_problem(str(tmp_path / "missing"))
 
 
 def _py(code: str) -> tuple[str, ...]:

@@ -1,9 +1,8 @@
 """Photo to rendered head through the real backend: the add-on starts `uvidm serve` itself (local
-mode with this Python) on a model folder of random weights, Generate runs in background mode,
+mode with this Python) on the devtools model folder of random weights, Generate runs in background mode,
 the head is imported and rendered with Cycles."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,36 +17,19 @@ LANDMARKS = ROOT.parent / "shared" / "fixtures" / "landmarks.json"
 PHOTO = "t1.jpg"  # the group photo that ships with insightface
 
 
-def _serve_available() -> bool:
-    done = subprocess.run([sys.executable, "-m", "uvidm_backend.cli", "serve", "--help"], capture_output=True,
-                          text=True, timeout=120)
-    return done.returncode == 0
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    if not _serve_available():
-        pytest.skip("`uvidm serve` is not available in this checkout")
-    from uvidm_backend.devtools.model_folder import write_model_folder
-
-    folder = tmp_path_factory.mktemp("models")
-    write_model_folder(folder)
-    return folder
-
-
 @pytest.fixture
-def photo_and_landmarks() -> tuple[Path, str]:
+def photo_and_landmarks() -> tuple[Path, Path]:
     insightface = pytest.importorskip("insightface")
     photo = Path(insightface.__file__).parent / "data" / "images" / PHOTO
     if not photo.is_file() or not LANDMARKS.is_file():
         pytest.skip(f"needs {PHOTO} (insightface) and {LANDMARKS}")
     faces = json.loads(LANDMARKS.read_text())[PHOTO]["faces"]
-    return photo, json.dumps(faces[0]["lm5"])
+    assert faces
+    return photo, LANDMARKS
 
 
 def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks, tmp_path, render):
     import socket
-
 
     photo, landmarks = photo_and_landmarks
     prefs = bpy.context.preferences.addons[addon].preferences
@@ -62,7 +44,7 @@ def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks,
     prefs.results_folder = str(tmp_path / "results")
     settings = scene.uvidm
     settings.photo = str(photo)
-    settings.landmarks = landmarks
+    settings.landmarks_file = str(landmarks)  # the largest face's points are taken from it
     settings.sampler = "dpmpp"
     settings.steps = 2
     settings.texture_size = "256"
@@ -77,12 +59,13 @@ def test_photo_to_rendered_head(scene, addon, model_folder, photo_and_landmarks,
     finally:
         runtime.STATE.backend.stop()
 
-    result = tmp_path / "results" / photo.stem
+    (result,) = (tmp_path / "results").iterdir()  # named after the photo and the largest face of the file
+    assert result.name.startswith(f"{photo.stem}-face")
     assert (result / "head.obj").is_file() and (result / "albedo.png").is_file(), log
     meta = json.loads((result / "result.json").read_text())
     assert meta["photo"]["name"] == photo.name and meta["options"]["steps"] == 2
     assert meta["options"]["sampler"] == "dpmpp"
-    head = bpy.data.objects[photo.stem]
+    head = bpy.data.objects[result.name]
     obj_vertices = sum(line.startswith("v ") for line in (result / "head.obj").read_text().splitlines())
     assert len(head.data.vertices) == obj_vertices and head.data.uv_layers
     image = head.data.materials[0].node_tree.nodes["Image Texture"].image

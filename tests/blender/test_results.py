@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from uvidm_blender.results import (
     parse_mtl,
     parse_obj,
     recent_results,
+    result_name,
     unique_folder,
 )
 
@@ -62,7 +64,9 @@ def test_parse_mtl():
 def test_result_folder_from_any_of_its_files(result_folder):
     for path in (result_folder, result_folder / "head.obj", result_folder / "result.json"):
         result = ResultFolder.from_path(path)
-        assert result.path == result_folder and result.name == "portrait"  # the photo's stem
+        assert result.path == result_folder and result.name == "t1"  # the folder's name
+        assert result.photo_name == "t1.jpg" and result.title == "t1.jpg"  # landmarks given, no face number
+        assert abs(result.created - (result_folder / "result.json").stat().st_mtime) < 1e-6
         assert result.obj == result_folder / "head.obj"
         assert result.albedo == result_folder / "albedo.png"
         assert result.preview == result_folder / "preview.png"
@@ -87,10 +91,10 @@ def test_lone_files_and_bad_paths(tmp_path, result_folder):
         ResultFolder.from_path(result_folder)
 
 
-def test_recent_results_newest_first_without_partial_folders(tmp_path, make_result_folder):
-    old = make_result_folder(tmp_path / "old")
-    new = make_result_folder(tmp_path / "new")
-    make_result_folder(tmp_path / ".new.partial-1234")  # a download in progress
+def test_recent_results_newest_first_without_partial_folders(tmp_path, served_result):
+    old = shutil.copytree(served_result, tmp_path / "old")
+    new = shutil.copytree(served_result, tmp_path / "new")
+    shutil.copytree(served_result, tmp_path / ".new.partial-1234")  # a download in progress
     (tmp_path / "empty").mkdir()
     now = time.time()
     os.utime(old, (now - 100, now - 100))
@@ -108,8 +112,12 @@ def test_unique_folder_never_reuses_a_name(tmp_path):
     assert unique_folder(tmp_path, "../..") == tmp_path / "head"
 
 
-def test_result_json_name_wins(tmp_path, make_result_folder):
-    folder = make_result_folder(tmp_path / "job-123", photo_name="Ada Lovelace.png")
-    assert ResultFolder.from_path(folder).name == "Ada Lovelace"
-    (folder / "result.json").write_text(json.dumps({"version": "x"}))
-    assert ResultFolder.from_path(folder).name == "job-123"
+def test_names_and_titles_after_photo_and_face(result_folder):
+    assert result_name("t1", None) == "t1" and result_name("t1", 2) == "t1-face3"
+    meta = json.loads((result_folder / "result.json").read_text())
+    meta["face"]["index"] = 2
+    (result_folder / "result.json").write_text(json.dumps(meta))
+    result = ResultFolder.from_path(result_folder)
+    assert (result.title, result.face_number) == ("t1.jpg, face 3", 3)
+    (result_folder / "result.json").write_text(json.dumps({"version": "x"}))
+    assert ResultFolder.from_path(result_folder).title == "t1"  # without its metadata: the folder's name

@@ -246,8 +246,8 @@ def test_openapi_schema_describes_the_api(serve, gate):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
     assert set(paths) == {"/v1/health", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events",
-                          "/v1/jobs/{job_id}/files/{name}", "/v1/jobs/{job_id}/archive", "/v1/models/plan",
-                          "/v1/models/download", "/v1/models/events"}
+                          "/v1/jobs/{job_id}/files/{name}", "/v1/jobs/{job_id}/archive", "/v1/faces",
+                          "/v1/models/plan", "/v1/models/download", "/v1/models/events"}
     submit = paths["/v1/jobs"]["post"]
     assert submit["description"] and {"202", "413", "415", "422", "429"} <= set(submit["responses"])
     form = schema["components"]["schemas"][submit["requestBody"]["content"]["multipart/form-data"]["schema"][

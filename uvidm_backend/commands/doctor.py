@@ -29,14 +29,19 @@ def checks(args: argparse.Namespace) -> list[tuple[bool, str, str]]:
     """(ok, what, advice) rows; ok=False rows are problems, advice says what to do."""
     import torch
 
+    from uvidm_backend.devices import gpu_warning, pick_device
+
     rows = [(True, f"python {platform.python_version()}, torch {torch.__version__}", "")]
-    if torch.cuda.is_available():
-        rows.append((True, f"CUDA: {torch.cuda.get_device_name(0)} (torch CUDA {torch.version.cuda})", ""))
+    device = pick_device("auto")
+    warning = gpu_warning(device)
+    if device.type == "cuda":
+        rows.append((True, f"device: cuda, {torch.cuda.get_device_name(0)} (torch CUDA {torch.version.cuda})", ""))
+    elif device.type == "mps":
+        rows.append((True, "device: mps, the Apple GPU", ""))
     else:
-        rows.append((False, "CUDA: not available, the backend runs on the CPU "
-                            "(20-40 s a head on 2 cores, 0.3 s on an H200)",
-                     "install a CUDA build of torch (https://pytorch.org/get-started/locally/) on a machine "
-                     "with an NVIDIA GPU"))
+        rows.append((warning is None, "device: cpu" + (f"; {warning}" if warning else
+                                                       ", no GPU found (20-40 s a head on 2 cores, 0.3 s on an H200)"),
+                     "install a CUDA build of torch: https://pytorch.org/get-started/locally/" if warning else ""))
     nvdiffrast = _module_version("nvdiffrast.torch")
     rows.append((nvdiffrast is not None,
                  "nvdiffrast: " + ("installed, used on CUDA" if nvdiffrast else "not installed; the PyTorch "

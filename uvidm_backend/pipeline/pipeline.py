@@ -29,6 +29,7 @@ import torch
 
 from uvidm_backend import __version__
 from uvidm_backend.condition import Condition, ConditionStage
+from uvidm_backend.devices import pick_device
 from uvidm_backend.fullhead.files import full_head_folder, has_full_head_files
 from uvidm_backend.fullhead.model import FullHeadModel
 from uvidm_backend.geometry.align import extract_lm5_from_lm68
@@ -70,12 +71,6 @@ class Request:
     photo: bytes | str | Path
     options: GenerateOptions = dataclasses.field(default_factory=GenerateOptions)
     progress: Progress | None = None
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Pipeline:

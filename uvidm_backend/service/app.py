@@ -25,7 +25,7 @@ from uvidm_backend.service.context import Service
 from uvidm_backend.service.jobs import JobStore
 from uvidm_backend.service.limits import BodyDeadline, DecodeBudget, HeadAsGet, SubmissionGate, UploadLimit
 from uvidm_backend.service.model_download import ModelDownloads
-from uvidm_backend.service.routes import health, jobs
+from uvidm_backend.service.routes import faces, health, jobs
 from uvidm_backend.service.routes import models as model_files
 from uvidm_backend.service.security import BrowserGuard, TokenCheck, cors_options
 from uvidm_backend.service.settings import ServiceSettings
@@ -73,6 +73,7 @@ def create_app(settings: ServiceSettings, runner: Runner | ModelHolder,
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(model_files.router)
+    app.include_router(faces.router)
     # Added last runs first: Host/Origin → CORS → token → size → body time → queue place → HEAD → routes.
     app.add_middleware(HeadAsGet)
     app.add_middleware(SubmissionGate, store=store)

@@ -47,6 +47,7 @@ class ModelsModel(BaseModel):
 class HealthModel(BaseModel):
     version: str
     device: str | None = Field(description="torch device the pipeline runs on")
+    device_warning: str | None = Field(description="a GPU this machine has that the pipeline does not use, and why")
     models: ModelsModel
     queue_length: int = Field(description="jobs waiting (the running one not counted)")
     queue_capacity: int

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from uvidm_backend import __version__
+from uvidm_backend.devices import gpu_warning
 from uvidm_backend.service.context import Service, service
 from uvidm_backend.service.schema import HealthModel
 
@@ -29,6 +30,7 @@ async def health(context: Annotated[Service, Depends(service)]) -> JSONResponse:
             models["state"] = "downloading"
         models["advice"] = MISSING_ADVICE
     return JSONResponse({"version": __version__, "device": status["device"],
+                         "device_warning": gpu_warning(status["device"]) if status["device"] else None,
                          "models": models,
                          "queue_length": context.store.queue_length(),
                          "queue_capacity": context.settings.queue_capacity,
