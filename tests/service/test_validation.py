@@ -92,18 +92,13 @@ def test_bad_options_get_422_naming_the_field_and_nothing_is_created(serve, gate
 
 
 def test_good_options_at_the_limits_are_accepted(serve, small_photo):
-    from uvidm_backend.geometry.align import extract_lm5_from_lm68
+    from pipeline.photos import fixture_landmarks
 
     client = serve().client()
-    # 68 points whose five derived points are the face's: the nose tip is point 30, eyes 36-47, mouth 48/54.
+    # The face's real 68 points (iBUG order), moved into the crop as small_photo's five are.
+    left, top = 0, 200
+    lm68 = [[x - left, y - top] for x, y in fixture_landmarks()["t1.jpg"]["faces"][0]["lm68"]]
     points = small_photo.landmarks
-    lm68 = [[points[2][0] + 0.01 * i, points[2][1]] for i in range(68)]
-    for index in range(36, 42):
-        lm68[index] = points[0]
-    for index in range(42, 48):
-        lm68[index] = points[1]
-    lm68[30], lm68[48], lm68[54] = points[2], points[3], points[4]
-    assert extract_lm5_from_lm68(lm68).tolist() == points
     accepted = []
     for fields in ({"seed": str(2**64 - 1), "face_index": "0"}, {"seed": "0", "eta": "0", "sampler": "dpmpp",
                                                                   "steps": "3"},
@@ -112,7 +107,7 @@ def test_good_options_at_the_limits_are_accepted(serve, small_photo):
         assert response.status_code == 202, f"{fields}: {response.text}"
         accepted.append(response.json())
     assert accepted[0]["options"]["seed"] == 2**64 - 1 and accepted[0]["options"]["face_index"] == 0
-    assert accepted[2]["options"]["landmarks"] == points  # 68 points are kept as the five they give
+    assert accepted[2]["options"]["landmarks"] == lm68  # 68 points are kept as given
     for job in accepted:
         done = wait_for(client, job["id"])
         assert done["state"] == "done", done
