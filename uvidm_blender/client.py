@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8765"
-OUTPUT_FILES = ("head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "preview.png", "result.json")
+OUTPUT_FILES = ("head.glb", "head.obj", "head.mtl", "albedo.png", "albedo_model.png", "albedo_model_matched.png",
+                "preview.png", "result.json",
+                # the ICT full head (head "full" or "both")
+                "head_full.glb", "head_full.obj", "head_full.mtl", "head_full_skin.png", "head_full_sclera_L.png",
+                "head_full_sclera_R.png", "head_full_iris_L.png", "head_full_iris_R.png")
 FINAL_STATES = ("done", "failed", "cancelled")
 _IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                 ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
@@ -54,6 +58,8 @@ class JobOptions:
     texture_size: int | None = None
     delight: bool | None = None
     expression: str | None = None
+    texture: str | None = None  # "default" or "official"
+    head: str | None = None  # "bfm", "full" or "both"
 
     def form_fields(self) -> dict[str, str]:
         fields: dict[str, str] = {}
@@ -281,9 +287,9 @@ class Client:
                 raise BackendError("A download of the model files is already running.", 409) from error
             raise
 
-    def models_plan(self, revision: str = "main", timeout: float = 120.0) -> dict[str, Any]:
+    def models_plan(self, revision: str = "main", timeout: float = 120.0, full_head: bool = False) -> dict[str, Any]:
         """GET /v1/models/plan: the files a download fetches (name, size), their total and the licence text."""
-        query = urllib.parse.urlencode({"revision": revision})
+        query = urllib.parse.urlencode({"revision": revision, "full_head": "true" if full_head else "false"})
         return self._models("GET", f"/v1/models/plan?{query}", timeout=timeout)
 
     def start_model_download(self, revision: str = "main", full_head: bool = False) -> None:

@@ -18,9 +18,11 @@ LOADED_STATES = ("ready", "failed")
 
 class ModelDownload:
     def __init__(self, client: Client, revision: str = "main", poll_interval: float = 0.5,
-                 on_health: Callable[[dict], None] | None = None, timeout: float = 6 * 3600.0):
+                 on_health: Callable[[dict], None] | None = None, timeout: float = 6 * 3600.0,
+                 full_head: bool = False):
         self.client = client
         self.revision = revision
+        self.full_head = full_head
         self.poll_interval = poll_interval
         self.on_health = on_health
         self.timeout = timeout
@@ -48,7 +50,7 @@ class ModelDownload:
 
     def run(self) -> bool:
         try:
-            self.client.start_model_download(self.revision)
+            self.client.start_model_download(self.revision, full_head=self.full_head)
             return self._follow()
         except BackendError as error:
             self.error = error.message

@@ -166,6 +166,7 @@ def import_result(context, path, name: str | None = None) -> bpy.types.Object:
     unit = scene.unit_settings.scale_length or 1.0
     obj.scale = (1.0 / unit,) * 3  # the file is in metres; a scene unit of 1 cm needs 100 units per metre
     obj["uvidm_result"] = str(result.path)
+    obj["uvidm_file"] = (result.obj or result.glb).name
     place_beside_scene(context, obj)
     for other in context.view_layer.objects:
         other.select_set(False)

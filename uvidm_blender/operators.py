@@ -44,7 +44,7 @@ from .preferences import (
     user_folder,
     venv_dir,
 )
-from .results import ResultError, is_result_folder
+from .results import FULL_HEAD_GLB, ResultError, is_result_folder
 from .runtime import STATE, FoundFaces
 
 TIMER_STEP = 0.1  # seconds between two looks at a worker thread
@@ -168,6 +168,10 @@ class UVIDM_OT_generate(bpy.types.Operator):
             return self._fail(context, event.message)
         try:
             obj = import_result(context, event.result_dir)
+            full = Path(event.result_dir) / FULL_HEAD_GLB
+            if full.is_file() and obj.get("uvidm_file") != FULL_HEAD_GLB:  # "Both": the full head beside it
+                import_result(context, full, name=f"{obj.name} full head")
+                obj.select_set(True)
         except (ResultError, OSError, ValueError, RuntimeError) as error:
             return self._fail(context, f"The head was made ({event.result_dir}) but cannot be imported: {error}")
         context.window_manager.uvidm.last_result = str(event.result_dir)
@@ -336,15 +340,15 @@ class UVIDM_OT_plan_models(_InThread, bpy.types.Operator):
             wait = start_local_backend(prefs)
         except BackendError as error:
             return error.message
-        return make_client(prefs), wait, backend_key(prefs)
+        return make_client(prefs), wait, backend_key(prefs), context.window_manager.uvidm.full_head
 
     @staticmethod
     def work(argument):
-        client, wait, key = argument
+        client, wait, key, full_head = argument
         try:
             if wait:
                 wait_for_backend(client, wait, backend_died)
-            return key, client.models_plan()
+            return key, client.models_plan(full_head=full_head)
         except BackendError as error:
             return error.message
 
@@ -375,7 +379,8 @@ class UVIDM_OT_download_models(bpy.types.Operator):
         if STATE.plan_key != backend_key(prefs):
             self.report({"ERROR"}, "The list was made for another backend: click Download Model Files again")
             return {"CANCELLED"}
-        download = ModelDownload(make_client(prefs), on_health=_remember_health(backend_key(prefs)))
+        download = ModelDownload(make_client(prefs), on_health=_remember_health(backend_key(prefs)),
+                                 full_head=context.window_manager.uvidm.full_head)
         STATE.model_download = download
         if bpy.app.background:
             ok = download.run()

@@ -104,6 +104,8 @@ class VIEW3D_PT_uvidm(_Sidebar, bpy.types.Panel):
         col.prop(settings, "steps")
         col.prop(settings, "seed")
         col.prop(settings, "texture_size")
+        col.prop(settings, "texture_look")
+        col.prop(settings, "head_kind")
         col.prop(settings, "expression")
         col.prop(settings, "delight")
         if status.running:

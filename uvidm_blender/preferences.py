@@ -300,6 +300,7 @@ def _draw_model_files(prefs, context, box) -> None:
     licences = box.box()
     for paragraph in (plan.get("licences") or "").splitlines():
         wrapped_label(licences, context, paragraph)
+    box.prop(context.window_manager.uvidm, "full_head")
     box.prop(context.window_manager.uvidm, "accept_licences")
     row = box.row()
     row.scale_y = 1.3

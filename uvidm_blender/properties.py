@@ -52,6 +52,18 @@ class UVIDM_PG_settings(bpy.types.PropertyGroup):
         name="Expression", default="photo",
         items=[("photo", "As in Photo", "The expression of the photo"),
                ("neutral", "Neutral", "A neutral face: the mesh without the photo's expression")])
+    texture_look: EnumProperty(
+        name="Look", default="default",
+        items=[("default", "Photo + Generated", "The photo's own pixels where the face is visible, the generated "
+                                                "texture elsewhere, joined without a seam"),
+               ("official", "Official", "The generated texture alone, colour-matched as the official UV-IDM code "
+                                        "does: the paper's look")])
+    head_kind: EnumProperty(
+        name="Head", default="bfm",
+        items=[("bfm", "Face", "The Basel Face Model head: face, ears and neck"),
+               ("full", "Full Head", "A closed ICT FaceKit head with eyes, teeth and 53 ARKit shape keys, for game "
+                                     "engines (its model files: Download Model Files with Full Head)"),
+               ("both", "Both", "The face and the full head, side by side")])
     landmarks_file: StringProperty(
         name="Landmarks", subtype="FILE_PATH", options=_RELATIVE_PATH, update=_faces_changed,
         description="Optional: a file with the faces' five points (eyes, nose tip, mouth corners) in photo "
@@ -67,12 +79,19 @@ class UVIDM_PG_settings(bpy.types.PropertyGroup):
         return JobOptions(
             face_index=None if self.face_index < 0 else self.face_index,
             steps=self.steps, sampler=self.sampler, seed=self.seed, texture_size=int(self.texture_size),
-            delight=self.delight, expression=self.expression)
+            delight=self.delight, expression=self.expression, texture=self.texture_look, head=self.head_kind)
 
 
 def _generating(_status) -> bool:
     # From the running job itself, not a stored flag: a flag outlives a job that an add-on disable ended.
     return STATE.generate is not None
+
+
+def _forget_plan() -> None:
+    """The list shown was made for the other choice: ask the backend again (Download Model Files...)."""
+    from .runtime import STATE
+
+    STATE.model_plan = None
 
 
 class UVIDM_PG_status(bpy.types.PropertyGroup):
@@ -81,6 +100,10 @@ class UVIDM_PG_status(bpy.types.PropertyGroup):
     message: StringProperty(default="")
     is_error: BoolProperty(default=False)
     last_result: StringProperty(default="", subtype="DIR_PATH")
+    full_head: BoolProperty(
+        name="Also the Full Head (ICT FaceKit, MIT)", default=False, update=lambda self, context: _forget_plan(),
+        description="Also fetch the ICT FaceKit head from GitHub: a closed head with eyes, teeth and 53 ARKit shape "
+                    "keys (Head: Full Head)")
     accept_licences: BoolProperty(
         name="I accept these licences", default=False,
         description="The model files are for non-commercial research (see the licence text above)")

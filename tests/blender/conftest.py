@@ -37,10 +37,10 @@ if "bpy" not in sys.modules and "BLENDER_USER_RESOURCES" not in os.environ:
 
 @pytest.fixture(scope="session")
 def model_folder(tmp_path_factory) -> Path:
-    """The devtools model folder (random weights in the official formats), as `python -m
-    uvidm_backend.devtools.model_folder DIR` writes it."""
+    """The devtools model folder (random weights in the official formats, the synthetic ICT head), as
+    `python -m uvidm_backend.devtools.model_folder DIR --full-head` writes it."""
     folder = tmp_path_factory.mktemp("models")
-    done = subprocess.run([sys.executable, "-m", "uvidm_backend.devtools.model_folder", str(folder)],
+    done = subprocess.run([sys.executable, "-m", "uvidm_backend.devtools.model_folder", str(folder), "--full-head"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return folder

@@ -9,6 +9,7 @@ import pytest
 from blender.live import LONG_STEPS, SMALL_JOB, free_port
 
 from uvidm_blender.client import (
+    OUTPUT_FILES,
     BackendError,
     BackendUnreachable,
     Client,
@@ -89,6 +90,21 @@ def test_health_submit_poll_download_delete(backend, photo, tmp_path):
     with pytest.raises(BackendError, match="does not know this job") as caught:
         client.job(job["id"])
     assert caught.value.status == 404
+
+
+def test_the_official_texture_and_both_heads_reach_blender(backend, photo, tmp_path):
+    """The panel's Look and Head options as the form sends them, and every file they make downloaded."""
+    client = Client(backend.url)
+    options = JobOptions(landmarks=tuple(map(tuple, photo.landmarks)), steps=2, texture_size=256,
+                         texture="official", head="both")
+    assert {"texture": "official", "head": "both"}.items() <= options.form_fields().items()
+    job = _wait(client, client.submit(photo.path, options)["id"])
+    assert job["state"] == "done", job
+    assert {"head.glb", "head_full.glb", "head_full_skin.png", "albedo_model_matched.png"} <= set(job["files"])
+    folder = client.download(job["id"], [name for name in job["files"] if name in OUTPUT_FILES], tmp_path / "out")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(job["files"])  # nothing the add-on leaves behind
+    result = json.loads((folder / "result.json").read_text())
+    assert result["texture"]["albedo"] == "official" and result["options"]["head"] == "both"
 
 
 def test_cancel_running_and_queued_jobs(backend, photo):

@@ -78,6 +78,22 @@ def test_generate_places_names_and_selects_the_head(scene, addon, backend, photo
         max((head.matrix_world @ v.co).x for v in head.data.vertices)  # and beside the first one
 
 
+def test_both_heads_with_the_official_look_are_imported_side_by_side(scene, addon, backend, photo, tmp_path):
+    _use(addon, backend, tmp_path)
+    settings = scene.uvidm
+    _small(settings, photo, face_index=0)
+    settings.texture_look, settings.head_kind = "official", "both"
+    assert bpy.ops.uvidm.generate() == {"FINISHED"}, _status().message
+    result = tmp_path / "results" / "t1-face1"
+    meta = json.loads((result / "result.json").read_text())
+    assert meta["texture"]["albedo"] == "official" and meta["options"]["head"] == "both"
+    face, full = bpy.data.objects["t1-face1"], bpy.data.objects["t1-face1 full head"]
+    assert face["uvidm_file"] == "head.obj" and full["uvidm_file"] == "head_full.glb"
+    assert len(full.data.shape_keys.key_blocks) == 54  # the basis and the 53 ARKit shapes
+    assert min((full.matrix_world @ v.co).x for v in full.data.vertices) > \
+        max((face.matrix_world @ v.co).x for v in face.data.vertices)  # beside it, not inside it
+
+
 def _assert_refused(match: str, scene_before: set) -> None:
     with pytest.raises(RuntimeError, match=match):
         bpy.ops.uvidm.generate()

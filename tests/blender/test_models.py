@@ -133,3 +133,17 @@ def test_a_failed_download_is_said_and_can_be_retried(scene, addon, empty_backen
     del hub.cut_after["checkpoints/ldm.ckpt"]
     assert bpy.ops.uvidm.download_models() == {"FINISHED"}
     assert empty_backend.models_state() == "ready"
+
+
+def test_the_full_head_option_adds_the_ict_files_and_their_licence_to_the_list(scene, addon, empty_backend):
+    runtime = _module(addon, "runtime")
+    status = bpy.context.window_manager.uvidm
+    assert bpy.ops.uvidm.plan_models() == {"FINISHED"}
+    assert not any("ICT FaceKit" in item["name"] for item in runtime.STATE.model_plan["files"])
+    status.full_head = True  # another list: asked for again
+    assert runtime.STATE.model_plan is None
+    assert bpy.ops.uvidm.plan_models() == {"FINISHED"}
+    plan = runtime.STATE.model_plan
+    assert any("ICT FaceKit" in item["name"] for item in plan["files"]) and "MIT" in plan["licences"]
+    assert ("prop", "full_head") in _prefs_log(addon)  # the choice is shown beside the licences
+    status.full_head = False
