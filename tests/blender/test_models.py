@@ -10,22 +10,9 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 from blender.layout import RecordingLayout, _calls, _draw, _labels  # noqa: E402  (needs bpy)
-from hub_standin import HubStandIn, detector_archive, release_files  # noqa: E402
+from hub_standin import HubStandIn, release_files  # noqa: E402
 
 from uvidm_backend.registry import HUB_REPOSITORY  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    from uvidm_backend.devtools.model_folder import write_official_release
-
-    return write_official_release(tmp_path_factory.mktemp("release"), seed=3)
-
-
-@pytest.fixture(scope="module")
-def detector_zip(tmp_path_factory):
-    pytest.importorskip("onnx")
-    return detector_archive(tmp_path_factory.mktemp("buffalo"))
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
+from disk_full import WritesFail
 from PIL import Image
 from pipeline.photos import fixture_landmarks, sample_photo
 
@@ -20,22 +19,6 @@ def model_paths(tmp_path_factory):
     from uvidm_backend.devtools.model_folder import write_model_folder
 
     return write_model_folder(tmp_path_factory.mktemp("models"))
-
-
-class _NoSpace:
-    """A file whose writes fail as on a full disk (ENOSPC at the write call)."""
-
-    def __init__(self, handle):
-        self.handle = handle
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.close()
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def test_a_full_disk_fails_one_photo_and_the_others_go_on(tmp_path, model_paths, monkeypatch, capsys):
@@ -57,7 +40,7 @@ def test_a_full_disk_fails_one_photo_and_the_others_go_on(tmp_path, model_paths,
 
     def full_for_the_first(file, mode="r", *args, **kwargs):
         handle = real_open(file, mode, *args, **kwargs)
-        return _NoSpace(handle) if Path(file).parent.name.startswith(".first.partial-") else handle
+        return WritesFail(handle) if Path(file).parent.name.startswith(".first.partial-") else handle
 
     monkeypatch.setattr(output_folder, "open", full_for_the_first, raising=False)
     out = tmp_path / "out"

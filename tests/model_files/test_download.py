@@ -12,18 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from hub_standin import COMMIT, HubStandIn, detector_archive, release_files
+from hub_standin import COMMIT, HubStandIn, release_files
 
-from uvidm_backend.devtools.model_folder import write_official_release
 from uvidm_backend.model_files.sources import FRONT_MASK_PATH, OFFICIAL_CODE_COMMIT, OFFICIAL_CODE_REPOSITORY
 from uvidm_backend.registry import HUB_REPOSITORY, MODEL_FILES, ModelPaths
 
 RAW_MASK = f"{OFFICIAL_CODE_REPOSITORY}/{OFFICIAL_CODE_COMMIT}/{FRONT_MASK_PATH}"
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory) -> Path:
-    return write_official_release(tmp_path_factory.mktemp("release"), seed=3)
 
 
 def uvidm(*args, env=None, timeout=300):
@@ -254,12 +248,6 @@ def test_the_full_head_from_a_checkout_is_recorded_with_the_other_files(release,
     assert neutral["sha256"] == hashlib.sha256(
         (checkout / "FaceXModel" / "generic_neutral_mesh.obj").read_bytes()).hexdigest()
     assert uvidm("weights", "check", *target_args(tmp_path / "m")).returncode == 0
-
-
-@pytest.fixture(scope="module")
-def detector_zip(tmp_path_factory) -> Path:
-    pytest.importorskip("onnx")
-    return detector_archive(tmp_path_factory.mktemp("buffalo"))
 
 
 def test_the_first_run_downloads_everything_then_makes_a_head_offline(release, detector_zip, tmp_path):

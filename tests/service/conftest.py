@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import shutil
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from disk_full import WritesFail
 from PIL import Image
 from pipeline.photos import fixture_landmarks, sample_photo
 from service.live import LiveServer, SamplePhoto
@@ -114,23 +114,6 @@ class SmallDisk:
         self.filled = False
 
 
-class _NoSpaceFile:
-    def __init__(self, handle):
-        self.handle = handle
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.close()
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name):
-        return getattr(self.handle, name)
-
-
 def _mount_tmpfs(path: Path) -> bool:
     if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
         return False
@@ -151,7 +134,7 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         def full_open(file, mode="r", *args, **kwargs):
             handle = real_open(file, mode, *args, **kwargs)
             inside = Path(file).resolve().is_relative_to(path.resolve())
-            return _NoSpaceFile(handle) if disk.filled and inside and ("w" in mode or "x" in mode) else handle
+            return WritesFail(handle) if disk.filled and inside and ("w" in mode or "x" in mode) else handle
 
         monkeypatch.setattr(output_folder, "open", full_open, raising=False)
     yield disk

@@ -9,6 +9,7 @@ import os
 import tempfile
 
 import pytest
+from disk_full import WritesFail
 from service.live import wait_for
 
 
@@ -90,22 +91,9 @@ def test_start_up_removes_orphaned_job_folders(serve, gate, tmp_path, caplog, sm
 def test_write_bytes_names_a_full_disk(tmp_path, monkeypatch, errno_code):
     from uvidm_backend.pipeline import output_folder
 
-    class Full:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def write(self, data):
-            raise OSError(errno_code, os.strerror(errno_code))
-
     real_open = open
-    monkeypatch.setattr(output_folder, "open", lambda *args, **kwargs: Full(real_open(*args, **kwargs)),
-                        raising=False)
+    monkeypatch.setattr(output_folder, "open",
+                        lambda *args, **kwargs: WritesFail(real_open(*args, **kwargs), errno_code), raising=False)
     (tmp_path / "a.txt").write_text("old")
     with pytest.raises(output_folder.DiskFull, match="no space left"):
         output_folder.write_bytes(b"new", tmp_path / "a.txt")

@@ -7,23 +7,10 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
-from hub_standin import HubStandIn, detector_archive, release_files
+from hub_standin import HubStandIn, release_files
 from service.live import serve_process, wait_for
 
-from uvidm_backend.devtools.model_folder import write_official_release
 from uvidm_backend.registry import HUB_REPOSITORY, ModelPaths
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return write_official_release(tmp_path_factory.mktemp("release"), seed=4)
-
-
-@pytest.fixture(scope="module")
-def detector_zip(tmp_path_factory):
-    pytest.importorskip("onnx")
-    return detector_archive(tmp_path_factory.mktemp("buffalo"))
 
 
 def events_of(client: httpx.Client) -> list[tuple[str, object]]:
