@@ -130,3 +130,30 @@ def test_option_errors_name_the_field_without_the_http_layer():
     assert generate_options({"steps": 3, "sampler": "dpmpp"}, None).steps == 3
     with pytest.raises(OptionError, match="one face"):
         generate_options({"face_index": 2}, np.zeros((5, 2)))
+
+
+def test_a_face_index_beyond_the_photos_faces_is_refused_before_a_job_exists(tmp_path, photo):
+    """With the detector loaded, face_index is checked against the faces it finds (insightface's own code on
+    the stand-in buffalo_l files that find t1.jpg's six faces)."""
+    import httpx
+    import pytest
+    from pipeline.photos import fixture_landmarks, sample_photo
+    from service.live import serve_process
+
+    pytest.importorskip("onnx")
+    from uvidm_backend.devtools.face_models import known_faces, write_face_models
+    from uvidm_backend.devtools.model_folder import write_model_folder
+    from uvidm_backend.pipeline.images import load_photo
+
+    paths = write_model_folder(tmp_path / "models")
+    write_face_models(paths.detector_dir, load_photo(sample_photo("t1.jpg")).pixels,
+                      known_faces(fixture_landmarks(), "t1.jpg"))
+    with serve_process(paths, tmp_path / "jobs") as (_, url), httpx.Client(base_url=url, timeout=60) as client:
+        files, data = photo.form(landmarks=None, face_index=6)
+        refused = client.post("/v1/jobs", files=files, data=data)
+        assert refused.status_code == 422 and refused.json()["field"] == "face_index", refused.text
+        assert "finds 6 face(s)" in refused.json()["detail"] and "0 to 5" in refused.json()["detail"]
+        assert client.get("/v1/health").json()["queue_length"] == 0
+        assert not any((tmp_path / "jobs").glob("*/job.json"))
+        files, data = photo.form(landmarks=None, face_index=5)
+        assert client.post("/v1/jobs", files=files, data=data).status_code == 202

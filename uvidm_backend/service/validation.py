@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from uvidm_backend.errors import UVIDMError
 from uvidm_backend.pipeline.errors import InputError
 from uvidm_backend.pipeline.faces import check_landmarks as check_landmark_geometry
 from uvidm_backend.pipeline.images import Photo, load_photo, readable_formats
@@ -129,6 +130,22 @@ def generate_options(given: dict[str, Any], landmarks: np.ndarray | None) -> Gen
     except InputError as error:  # its messages name the option in words: "texture size must be ..."
         field = next((key for key in chosen if key.replace("_", " ") in str(error)), "options")
         raise OptionError(field, str(error)) from None
+
+
+def check_face_index(options: GenerateOptions, photo: Photo, runner: object | None) -> None:
+    """A face_index beyond the faces the detector finds in the photo: refused now, not when the job runs.
+    Only when the models are loaded (the detector is theirs); a job queued while they load checks it itself."""
+    detector = getattr(runner, "detector", None)
+    if options.face_index is None or options.landmarks is not None or detector is None:
+        return
+    try:
+        count = len(detector.detect(photo))
+    except UVIDMError:  # no detector files: the job says so in its own words
+        return
+    if options.face_index >= count:
+        send = f"send 0 to {count - 1} (left to right)" if count else "send a photo with a face, or landmarks"
+        raise OptionError("face_index", f"face_index is {options.face_index}, but the detector finds {count} "
+                                        f"face(s) in this photo: {send}")
 
 
 def check_landmarks(options: GenerateOptions, photo: Photo | None = None) -> None:

@@ -27,6 +27,7 @@ from uvidm_backend.service.validation import (
     LANDMARKS_MAX_CHARS,
     SEED_MAX,
     PhotoRejected,
+    check_face_index,
     check_landmarks,
     check_photo,
     generate_options,
@@ -105,6 +106,7 @@ def submit(
     except PhotoRejected as error:
         raise HTTPException(error.status, str(error), headers=error.headers) from error
     check_landmarks(options, checked.photo)
+    check_face_index(options, checked.photo, models.runner)
     extension = checked.extension
     del checked  # the decoded pixels: the job decodes the stored file again
     try:
