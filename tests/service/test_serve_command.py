@@ -33,7 +33,7 @@ def test_cli_refuses_other_addresses_without_a_token(host, monkeypatch, capsys, 
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])
-def test_a_token_allows_other_addresses(how, monkeypatch, capsys, tmp_path):
+def test_a_token_allows_other_addresses(how, monkeypatch, tmp_path):
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     argv = ["--host", "0.0.0.0", "--weights", str(tmp_path / "w"), "--bfm", str(tmp_path / "b")]
     token = "t0ken-of-20-chars-xx"
@@ -44,10 +44,7 @@ def test_a_token_allows_other_addresses(how, monkeypatch, capsys, tmp_path):
     args = parse(*argv)
     settings = serve.settings_from_args(args)
     assert settings.token == token
-    settings.check_exposure()
-    # Past the exposure check, the missing model files stop it, with what to do.
-    assert args.run(args) == 1
-    assert "uvidm weights download" in capsys.readouterr().err
+    settings.check_exposure()  # past the exposure check (the service then starts; see test_model_download.py)
 
 
 def test_settings():
