@@ -122,10 +122,9 @@ def ask_consent(accepted: bool, text: str) -> bool:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from uvidm_backend.model_files.install import install, install_full_head, plan_folder, plan_hub
+    from uvidm_backend.model_files.install import install_full_head, plan_folder, plan_hub
     from uvidm_backend.model_files.licences import licence_text
     from uvidm_backend.model_files.sources import ModelSourceError, hub_endpoint
-    from uvidm_backend.model_files.transfer import Progress
 
     paths = model_paths(args)
     full_head = args.full_head or args.full_head_from is not None
@@ -152,7 +151,7 @@ def run_download(args: argparse.Namespace) -> int:
         print("and the ICT FaceKit head " + (f"from {args.full_head_from}" if args.full_head_from else "from GitHub"))
     if not ask_consent(args.accept_licences, licence_text(full_head)):
         return 2
-    report = _install_with_bars(install, plan, paths, Progress)
+    report = _install_with_bars(plan, paths)
     if full_head:
         install_full_head(paths, args.full_head_from, report)
     for entry in report.placed:
@@ -168,8 +167,12 @@ def run_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_with_bars(install, plan, paths, progress_class):
+def _install_with_bars(plan, paths: ModelPaths):
+    """`install` with a total bar (bytes of every file) above huggingface_hub-style bars per file."""
     from tqdm.auto import tqdm
+
+    from uvidm_backend.model_files.install import install
+    from uvidm_backend.model_files.transfer import Progress
 
     total = tqdm(total=plan.total_bytes or None, unit="B", unit_scale=True, desc="total", position=0)
 
@@ -177,7 +180,7 @@ def _install_with_bars(install, plan, paths, progress_class):
         total.update(progress.done_bytes - total.n)
 
     try:
-        return install(plan, paths, progress_class(plan.total_bytes, on_change, show_bars=True))
+        return install(plan, paths, Progress(plan.total_bytes, on_change, show_bars=True))
     finally:
         total.close()
 
