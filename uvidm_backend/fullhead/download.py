@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from uvidm_backend.fullhead.ict_files import (
     load_ict_model,
 )
 from uvidm_backend.model_files.manifest import sha256_of
-from uvidm_backend.model_files.transfer import Progress, TransferError, http_download
+from uvidm_backend.model_files.transfer import Progress, TransferError, http_download, place_file
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +83,6 @@ def base_url() -> str:
     return os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL).rstrip("/")
 
 
-def _place(target: Path, write: Callable[[Path], None]) -> None:
-    partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
-    try:
-        write(partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def _download(url: str, target: Path) -> None:
     """Resumable (a cut transfer continues from its `.partial` file on the next run)."""
     try:
@@ -106,7 +95,7 @@ def _download(url: str, target: Path) -> None:
 def _copy(source: Path, target: Path) -> None:
     if not source.is_file():
         raise FullHeadDownloadError(source, "is missing in the ICT-FaceKit checkout")
-    _place(target, lambda partial: shutil.copyfile(source, partial))
+    place_file(source, target)
 
 
 def _model_names(indices_file: Path, identity_names: list[str]) -> list[str]:

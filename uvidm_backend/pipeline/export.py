@@ -565,10 +565,6 @@ def morphed_glb_bytes(mesh: MorphedMesh, pngs: dict[int, bytes] | None = None) -
                      struct.pack("<I4s", len(writer.blob), b"BIN\0"), bytes(writer.blob)])
 
 
-def write_morphed_glb(mesh: MorphedMesh, path: str | os.PathLike[str]) -> Path:
-    return write_bytes(morphed_glb_bytes(mesh), path)
-
-
 def texture_file_name(material: Material) -> str:
     """The PNG of a textured material beside the OBJ (material names carry the head's name)."""
     return f"{_obj_token(material.name)}.png"
