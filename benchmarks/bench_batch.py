@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/bench_batch.py [--device cuda] [--full-model] [--photos 256]
         [--batch 1 8 16 32] [--samplers dpmpp:20 ddim:50] [--fast auto] [--texture-size 1024]
+        [--photo t1.jpg] [--landmarks landmarks.json] [--models DIR]
 
 N copies of insightface's t1.jpg (each with one of its six faces), every file written, the model load
 excluded (one warm-up batch per batch size first: CUDA graphs are captured per batch size). Prints per
@@ -9,7 +10,8 @@ sampler and batch size the heads/s of the whole run (`folder_run.run_jobs`: phot
 written on threads beside the networks), the single request's time (`generate_to_folder`, one photo), and
 the slowest stage of a batch (median over the batches, from result.json's timings; the files stage is per
 photo, on the writer threads). `--full-model`: the released UV-IDM configuration with random weights
-(`bench_pipeline.full_size_model_folder`).
+(`bench_pipeline.full_size_model_folder`). `--models DIR`: the random model folder is kept there and reused by
+later runs (the full-size one takes a minute to write).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from uvidm_backend.devtools.model_folder import write_model_folder  # noqa: E402
 from uvidm_backend.pipeline import GenerateOptions  # noqa: E402
 from uvidm_backend.pipeline.folder_run import PhotoJob, run_jobs  # noqa: E402
 from uvidm_backend.pipeline.pipeline import Pipeline  # noqa: E402
+from uvidm_backend.registry import ModelPaths  # noqa: E402
 
 NETWORK_STAGES = ("condition", "diffusion", "decode", "texture", "mesh", "preview")
 
@@ -47,6 +50,14 @@ def photo_jobs(photo: Path, faces: list, count: int, out: Path, options: Generat
         face = options.__class__(**{**options.to_dict(), "landmarks": faces[i % len(faces)]["lm5"]})
         jobs.append(PhotoJob(copy, out / "heads" / copy.stem, face))
     return jobs
+
+
+def model_folder(root: Path, full_model: bool, models: Path | None):
+    """The random-weight model folder: written under `root`, or kept in (and reused from) `models`."""
+    if models is not None and (models / "weights").is_dir():
+        return ModelPaths.resolve(models / "weights", models / "BFM")
+    folder = models or root / "models"
+    return full_size_model_folder(folder) if full_model else write_model_folder(folder)
 
 
 def bench(pipeline: Pipeline, jobs: list[PhotoJob], batch: int) -> tuple[float, str]:
@@ -71,14 +82,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument("--samplers", nargs="+", default=["dpmpp:20", "ddim:50"], help="sampler:steps")
     parser.add_argument("--texture-size", type=int, default=1024)
+    parser.add_argument("--photo", type=Path, help="default: insightface's t1.jpg")
+    parser.add_argument("--models", type=Path, help="keep the random model folder here, reuse it if there")
     parser.add_argument("--landmarks", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared"
                         / "fixtures" / "landmarks.json")
     args = parser.parse_args()
-    photo = default_photo()
+    photo = args.photo or default_photo()
     faces = json.loads(args.landmarks.read_text())[photo.name]["faces"]
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)
-        paths = full_size_model_folder(root / "models") if args.full_model else write_model_folder(root / "models")
+        paths = model_folder(root, args.full_model, args.models)
         pipeline = Pipeline.load(paths, device=args.device, fast=args.fast)
         device = torch.cuda.get_device_name(pipeline.device) if pipeline.device.type == "cuda" else platform.processor()
         print(f"{'full-size' if args.full_model else 'tiny'} model, {pipeline.device} ({device or 'cpu'}), "

@@ -77,11 +77,15 @@ class ConditionStage(nn.Module):
 
     def parse_skin(self, photos01: Sequence[Tensor]) -> list[Tensor]:
         """Photos, each (1, 3, H, W) in [0, 1] -> their (1, H, W) skin masks, exactly as the official nearest
-        resizes; the parsing network runs once, on the batch at 512 x 512."""
+        resizes; the parsing network runs once, on the batch at 512 x 512.
+
+        The official code resizes the 19 logits to the photo (nearest) and takes the argmax there. A nearest
+        resize copies whole source pixels, so the mask is made at 512 and resized instead: the same mask,
+        without 19 photo-sized channels per photo.
+        """
         resized = torch.cat([F.interpolate(photo, (PARSING_SIZE, PARSING_SIZE)) for photo in photos01])
-        logits = self.seg_model(resized)[0]
-        return [skin_mask(F.interpolate(logits[i:i + 1], list(photo.shape[-2:])).argmax(dim=1), self.excluded_labels)
-                for i, photo in enumerate(photos01)]
+        masks = skin_mask(self.seg_model(resized)[0].argmax(dim=1), self.excluded_labels).unsqueeze(1)
+        return [F.interpolate(masks[i:i + 1], list(photo.shape[-2:]))[:, 0] for i, photo in enumerate(photos01)]
 
     def forward(self, crop: Tensor, photo: Tensor | Sequence[Tensor], trans_params: Tensor,
                 vertex_visibility: Tensor | None = None) -> Condition:

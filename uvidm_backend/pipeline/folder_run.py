@@ -1,8 +1,9 @@
 """Many photos to many folders at the GPU's pace: `uvidm generate PHOTOS_OR_FOLDERS... --batch-size N`.
 
 Three things overlap: threads decode the photos and find their faces ahead of the networks, the networks
-run a batch of photos at a time (`Pipeline.generate_prepared`), and threads encode and write the folders
-of the previous batch while the next one runs. Each folder is written atomically; a photo that fails fails
+run a batch of photos at a time (`Pipeline.generate_prepared`), and writers (`writers.FolderWriters`: worker
+processes beside a GPU, else threads) encode and write the folders of the previous batch while the next one
+runs. Each folder is written atomically; a photo that fails fails
 alone, and the run lists them in `failures.json`. A folder already complete (`folder_is_complete`) is
 skipped, so that a run that stopped can be started again.
 """
@@ -15,14 +16,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from uvidm_backend.pipeline.files import folder_is_complete, write_head_folder
+from uvidm_backend.pipeline.files import folder_is_complete
 from uvidm_backend.pipeline.options import GenerateOptions
 from uvidm_backend.pipeline.output_folder import write_json
+from uvidm_backend.pipeline.writers import FolderWriters, default_write_processes
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +109,12 @@ def write_failures(root: Path, failures: Sequence[Failure], total: int) -> Path 
 
 def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: bool = False,
              on_result: Callable[[PhotoJob, str, str | None], None] | None = None,
-             prepare_threads: int | None = None, write_threads: int = 2) -> RunSummary:
+             prepare_threads: int | None = None, writers: FolderWriters | None = None) -> RunSummary:
     """Every job's head into its folder, `batch_size` photos through the networks at a time.
 
     `on_result(job, "done" | "skipped" | "failed", error)` is called from this thread as each job ends.
+    `writers`: where the folders are written (default: a `FolderWriters` of `default_write_processes`, opened
+    and closed by this run; pass one to keep its processes across runs).
     """
     summary = RunSummary()
     started = time.perf_counter()
@@ -132,8 +137,11 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
             todo.append(job)
     batch_size = max(1, batch_size)
     prepare_threads = prepare_threads or max(1, min(8, (os.cpu_count() or 2) - 1))
+    own_writers = writers is None and bool(todo)
+    if own_writers:
+        writers = FolderWriters(default_write_processes(pipeline.device.type))
     with ThreadPoolExecutor(prepare_threads, thread_name_prefix="uvidm-prepare") as preparers, \
-            ThreadPoolExecutor(write_threads, thread_name_prefix="uvidm-write") as writers:
+            (writers if own_writers else nullcontext()):
         ahead: deque[tuple[PhotoJob, Future]] = deque()
         writing: deque[tuple[PhotoJob, Future]] = deque()
         pending: dict[tuple, list] = {}
@@ -164,9 +172,9 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
                 if isinstance(result, BaseException):
                     report(job, "failed", _message(result, job))
                 else:
-                    writing.append((job, writers.submit(write_head_folder, result, job.folder, overwrite,
-                                                        batch_started)))
-            collect_writes(keep=2 * batch_size)  # at most two batches' files in memory
+                    writing.append((job, writers.submit(result, job.folder, overwrite, batch_started)))
+            # At most two batches' heads in memory (and at least every writer busy).
+            collect_writes(keep=max(2 * batch_size, writers.slots))
 
         fill()
         while ahead:

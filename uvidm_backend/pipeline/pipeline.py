@@ -313,7 +313,7 @@ class Pipeline:
 
         tracker.start("condition")
         crop = torch.cat([item.crop_m11() for item in items]).to(device)
-        photos_m11 = [item.photo_m11().to(device) for item in items]
+        photos_m11 = [item.photo_m11(device) for item in items]
         trans_params = torch.cat([item.trans_params() for item in items]).to(device)
         condition = self.condition_stage(crop, photos_m11, trans_params)
 
@@ -329,7 +329,10 @@ class Pipeline:
         photos01 = [(photo + 1) * 0.5 for photo in photos_m11]
         fit = fit_head(self.recon_net, self.head_model, (crop + 1) * 0.5, trans_params)
         made = self.texture_stage(fit, generated, condition, photos01, options)
-        albedo_images = [textures.to_uint8_image(made.albedo[k:k + 1]) for k in range(len(items))]
+        # Each image kind copied from the device once for the whole batch.
+        albedo_images = textures.to_uint8_images(made.albedo)
+        model_images = textures.to_uint8_images(generated)
+        matched_images = textures.official_uint8_images(made.matched)
 
         positions = dict(zip(indices, range(len(items)), strict=True))
 
@@ -374,8 +377,7 @@ class Pipeline:
                 info["full_head"] = full_head.info
             debug_maps = self._debug_maps(made, condition, k) if item.options.debug_maps else {}
             heads[index] = Head(mesh=meshes[index], albedo=albedo_images[k],
-                                albedo_model=textures.to_uint8_image(generated[k:k + 1]),
-                                albedo_model_matched=textures.official_uint8_image(made.matched[k:k + 1]),
+                                albedo_model=model_images[k], albedo_model_matched=matched_images[k],
                                 preview=previews[index], info=info, full=full_head,
                                 bfm_head=item.options.head != "full", debug_maps=debug_maps)
         return heads

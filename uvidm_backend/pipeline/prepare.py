@@ -35,9 +35,10 @@ class PreparedPhoto:
         """(1, 3, 224, 224) the aligned crop in [-1, 1]."""
         return torch.from_numpy(self.alignment.model_input()).permute(2, 0, 1)[None]
 
-    def photo_m11(self) -> Tensor:
-        """(1, 3, H, W) the whole photo in [-1, 1]."""
-        return torch.from_numpy(np.array(self.photo.pixels)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    def photo_m11(self, device: torch.device | str = "cpu") -> Tensor:
+        """(1, 3, H, W) the whole photo in [-1, 1] on `device` (sent as bytes, converted there)."""
+        pixels = torch.from_numpy(np.array(self.photo.pixels)).to(device)
+        return pixels.permute(2, 0, 1)[None].float() / 127.5 - 1
 
     def trans_params(self) -> Tensor:
         """(1, 6) float32: visualize.py casts trans_params to float32 before they reach the model (trap 5)."""

@@ -126,7 +126,7 @@ def inner_ramp(mask: Tensor, width: int) -> Tensor:
 def blend_photo(generated: Tensor, photo_texture: Tensor, photo_mask: Tensor) -> Tensor:
     """The default albedo: the photo's pixels where it shows the face, the generated texture elsewhere.
 
-    `generated`, `photo_texture` (1, 3, S, S) in [0, 1]; `photo_mask` (1, 1, S, S), the photo sample's mask.
+    `generated`, `photo_texture` (B, 3, S, S) in [0, 1]; `photo_mask` (B, 1, S, S), the photo sample's mask.
     A two-band (Burt-Adelson) blend, both transitions inside the photo region: the difference photo -
     generated is split into a low band (box-of-box blur over `COLOUR_WIDTH`) and the detail; the low
     band fades in over `COLOUR_WIDTH`, the detail over `DETAIL_WIDTH`. So the photo's colour meets the
@@ -135,9 +135,9 @@ def blend_photo(generated: Tensor, photo_texture: Tensor, photo_mask: Tensor) ->
     normalised box filter) so that the low band does not see the black around it.
     """
     size = generated.shape[-1]
+    # Without photo texels every term below is 0 and the result is `generated` (no test here: it would wait
+    # for the GPU).
     valid = (photo_mask > PHOTO_TEXEL).to(generated.dtype)
-    if valid.sum() == 0:
-        return generated.clamp(0, 1)
     detail_width, colour_width = max(1, round(size * DETAIL_WIDTH)), max(2, round(size * COLOUR_WIDTH))
     reach = 2 * colour_width
     weight = box_mean(valid, reach)
@@ -155,12 +155,22 @@ def delight(albedo: Tensor, shading: Tensor) -> Tensor:
     return (albedo / shading.clamp(min=MIN_SHADING)).clamp(0, 1)
 
 
+def to_uint8_images(textures: Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) in [0, 1] -> B (H, W, 3) uint8 images, rounded (one copy from the device for the batch)."""
+    return list((textures.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+
+
 def to_uint8_image(texture: Tensor) -> np.ndarray:
     """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8, rounded."""
-    return (texture[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return to_uint8_images(texture[:1])[0]
+
+
+def official_uint8_images(textures: Tensor) -> list[np.ndarray]:
+    """(B, C, H, W) in [0, 1] -> B (H, W, C) uint8 images as visualize.py writes its images:
+    `Image.fromarray((x * 255.).astype(np.uint8))`, i.e. truncated, not rounded."""
+    return list((textures.permute(0, 2, 3, 1).float() * 255.0).to(torch.uint8).cpu().numpy())
 
 
 def official_uint8_image(texture: Tensor) -> np.ndarray:
-    """(1, C, H, W) in [0, 1] -> (H, W, C) uint8 as visualize.py writes its images:
-    `Image.fromarray((x * 255.).astype(np.uint8))`, i.e. truncated, not rounded."""
-    return (texture[0].permute(1, 2, 0).float() * 255.0).to(torch.uint8).cpu().numpy()
+    """(1, C, H, W) in [0, 1] -> (H, W, C) uint8, as `official_uint8_images`."""
+    return official_uint8_images(texture[:1])[0]

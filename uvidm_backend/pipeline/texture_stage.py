@@ -54,13 +54,12 @@ class TextureStage:
             unoccluded = depth_visible_vertices(fit.projected_crop, fit.vertices_camera[..., 2], self.triangles,
                                                 self.rasterizer)
             normals = fit.normals_rotated
-            blended = []
-            for i, photo01 in enumerate(photos01):  # photos differ in size: one by one
-                photo_texture, photo_mask = remap_texture_from_image(
-                    photo01, fit.projected[i:i + 1], normals[i:i + 1], condition.skin[i], layout.vertex_index,
-                    layout.barycentric_weight, unoccluded[i:i + 1])
-                blended.append(textures.blend_photo(albedo[i:i + 1], photo_texture, photo_mask))
-            albedo = torch.cat(blended)
+            # Photos differ in size: sampled one by one, then blended as a batch.
+            samples = [remap_texture_from_image(photo01, fit.projected[i:i + 1], normals[i:i + 1], condition.skin[i],
+                                                layout.vertex_index, layout.barycentric_weight, unoccluded[i:i + 1])
+                       for i, photo01 in enumerate(photos01)]
+            albedo = textures.blend_photo(albedo, torch.cat([texture for texture, _ in samples]),
+                                          torch.cat([mask for _, mask in samples]))
         shading = self.head_model.compute_color(torch.ones_like(fit.shape), fit.normals_rotated, coefficients.gamma,
                                                 DEFAULT_INIT_LIT)
         if options.delight:

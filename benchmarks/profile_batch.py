@@ -1,0 +1,172 @@
+"""Where a batch's time goes: the networks' stages alone, their parts, the files alone, and the whole run.
+
+    PYTHONPATH=. python benchmarks/profile_batch.py [--device cuda] [--full-model] [--photos 64] [--batch 32]
+        [--sampler dpmpp:20] [--texture-size 1024] [--photo t1.jpg] [--landmarks landmarks.json] [--models DIR]
+
+Prints, for one batch size: (1) `Pipeline.generate_prepared` on photos prepared beforehand, no threads
+beside it (heads/s and each stage's median seconds a batch); (2) the same with the GPU synchronised around
+the parts of the stages (seconds a batch per part: where the per-photo loops cost); (3) the main thread's
+hottest functions (cProfile) over one batch; (4) the files alone, as `run_jobs` writes them; (5) the whole
+`run_jobs` as `uvidm generate DIR --batch-size N` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_batch import NETWORK_STAGES, model_folder, photo_jobs  # noqa: E402
+from bench_pipeline import default_photo  # noqa: E402
+
+from uvidm_backend.pipeline import GenerateOptions  # noqa: E402
+from uvidm_backend.pipeline.folder_run import run_jobs  # noqa: E402
+from uvidm_backend.pipeline.pipeline import Pipeline  # noqa: E402
+
+
+class PartTimer:
+    """Wraps callables so that each call is timed between GPU synchronisations, summed per name."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._undo: list = []
+
+    def wrap(self, owner, attribute: str, name: str) -> None:
+        original = getattr(owner, attribute)
+
+        def timed(*args, **kwargs):
+            if self.cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if self.cuda:
+                    torch.cuda.synchronize()
+                self.seconds[name] += time.perf_counter() - started
+                self.calls[name] += 1
+
+        setattr(owner, attribute, timed)
+        self._undo.append((owner, attribute, original))
+
+    def restore(self) -> None:
+        for owner, attribute, original in reversed(self._undo):
+            setattr(owner, attribute, original)
+        self._undo.clear()
+
+
+def stage_medians(heads) -> dict[str, float]:
+    timings = [head.info["timings"] for head in heads if not isinstance(head, BaseException)]
+    return {stage: statistics.median(t.get(stage, 0.0) for t in timings) for stage in NETWORK_STAGES}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--fast", default="auto")
+    parser.add_argument("--full-model", action="store_true")
+    parser.add_argument("--photos", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--sampler", default="dpmpp:20", help="sampler:steps")
+    parser.add_argument("--texture-size", type=int, default=1024)
+    parser.add_argument("--photo", type=Path)
+    parser.add_argument("--models", type=Path, help="keep the random model folder here, reuse it if there")
+    parser.add_argument("--landmarks", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared"
+                        / "fixtures" / "landmarks.json")
+    parser.add_argument("--skip-run", action="store_true", help="leave out the whole run_jobs (5)")
+    args = parser.parse_args()
+    photo = args.photo or default_photo()
+    faces = json.loads(args.landmarks.read_text())[photo.name]["faces"]
+    sampler, steps = args.sampler.split(":")
+    options = GenerateOptions(sampler=sampler, steps=int(steps), texture_size=args.texture_size)
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        paths = model_folder(root, args.full_model, args.models)
+        pipeline = Pipeline.load(paths, device=args.device, fast=args.fast)
+        print(f"{'full-size' if args.full_model else 'tiny'} model on {pipeline.device}, fast={pipeline.fast}, "
+              f"torch {torch.__version__}, {args.photos} photos, batch {args.batch}, {args.sampler}, "
+              f"{args.texture_size} textures", flush=True)
+        jobs = photo_jobs(photo, faces, args.photos, root / "run", options)
+        with ThreadPoolExecutor(8) as pool:
+            prepared = list(pool.map(lambda job: pipeline.prepare(job.photo, job.options), jobs))
+        batches = [prepared[i:i + args.batch] for i in range(0, len(prepared), args.batch)]
+        pipeline.generate_prepared(batches[0], run_batch=args.batch)  # warm-up: graphs captured at this size
+
+        # (1) networks' stages alone
+        started = time.perf_counter()
+        heads = [head for batch in batches for head in pipeline.generate_prepared(batch, run_batch=args.batch)]
+        seconds = time.perf_counter() - started
+        print(f"(1) generate_prepared alone: {len(heads) / seconds:.2f} heads/s; stage medians (s a batch): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in stage_medians(heads).items()), flush=True)
+
+        # (2) parts
+        import uvidm_backend.condition as condition_module
+        import uvidm_backend.pipeline.pipeline as pipeline_module
+        import uvidm_backend.pipeline.prepare as prepare_module
+        import uvidm_backend.pipeline.texture_stage as texture_stage_module
+
+        timer = PartTimer(pipeline.device)
+        stage = pipeline.condition_stage
+        timer.wrap(prepare_module.PreparedPhoto, "photo_m11", "photo_m11 (CPU, per photo)")
+        timer.wrap(prepare_module.PreparedPhoto, "crop_m11", "crop_m11 (CPU, per photo)")
+        timer.wrap(stage.recon_net, "forward", "condition: recon_net")
+        timer.wrap(stage, "parse_skin", "condition: parse_skin")
+        timer.wrap(condition_module, "remap_texture_from_image", "condition: remap (per photo)")
+        timer.wrap(texture_stage_module, "remap_texture_from_image", "texture: remap (per photo)")
+        timer.wrap(texture_stage_module, "depth_visible_vertices", "texture: depth_visible_vertices")
+        timer.wrap(texture_stage_module.textures, "blend_photo", "texture: blend_photo (per photo)")
+        timer.wrap(texture_stage_module.textures, "match_to_baseline", "texture: match_to_baseline")
+        timer.wrap(pipeline_module, "fit_head", "fit_head")
+        timer.wrap(pipeline_module, "head_mesh", "mesh (per photo)")
+        timer.wrap(pipeline_module.textures, "to_uint8_image", "to_uint8_image (per image)")
+        timer.wrap(pipeline_module.textures, "official_uint8_image", "official_uint8_image (per image)")
+        timer.wrap(pipeline, "_preview", "preview (per photo)")
+        timer.wrap(pipeline, "_result_info", "result_info (per photo)")
+        for batch in batches:
+            pipeline.generate_prepared(batch, run_batch=args.batch)
+        timer.restore()
+        print("(2) parts, seconds a batch (calls a batch):")
+        for name, total in sorted(timer.seconds.items(), key=lambda item: -item[1]):
+            print(f"    {name:40s} {total / len(batches):.4f} ({timer.calls[name] / len(batches):.0f})")
+
+        # (3) cProfile of the main thread over one batch
+        profile = cProfile.Profile()
+        profile.enable()
+        pipeline.generate_prepared(batches[0], run_batch=args.batch)
+        profile.disable()
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
+        print("(3) main thread, one batch, by own time:\n" + "\n".join(text.getvalue().splitlines()[:45]))
+
+        # (4) files alone, two writer threads as run_jobs
+        from uvidm_backend.pipeline.files import write_head_folder
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(2) as writers:
+            list(writers.map(lambda pair: write_head_folder(pair[1], root / "files" / str(pair[0])),
+                             enumerate(heads)))
+        seconds = time.perf_counter() - started
+        print(f"(4) files alone (2 writer threads): {len(heads) / seconds:.2f} heads/s", flush=True)
+
+        # (5) the whole run
+        if not args.skip_run:
+            summary = run_jobs(pipeline, jobs, args.batch, overwrite=True)
+            print(f"(5) run_jobs: {len(jobs) / summary.seconds:.2f} heads/s ({len(summary.failures)} failed)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Writers of a folder run: worker processes write the folders that threads write, and their errors come back."""
+
+import json
+
+import pytest
+from pipeline.photos import fixture_landmarks, sample_photo
+
+from uvidm_backend.devtools.model_folder import write_model_folder
+from uvidm_backend.pipeline import GenerateOptions
+from uvidm_backend.pipeline.folder_run import PhotoJob, run_jobs
+from uvidm_backend.pipeline.writers import FolderWriters, default_write_processes
+
+FAST = {"steps": 4, "texture_size": 256}
+
+
+def folder_contents(folder):
+    """Every file's bytes, result.json without its timings (they differ from run to run)."""
+    contents = {}
+    for path in sorted(folder.iterdir()):
+        if path.name == "result.json":
+            info = json.loads(path.read_text())
+            info.pop("timings")
+            contents[path.name] = info
+        else:
+            contents[path.name] = path.read_bytes()
+    return contents
+
+
+@pytest.fixture(scope="module")
+def full_pipeline(tmp_path_factory):
+    """The tiny random-weight model folder with the synthetic ICT head (heads "both" have a FullHead to send)."""
+    from uvidm_backend.pipeline.pipeline import Pipeline
+
+    return Pipeline.load(write_model_folder(tmp_path_factory.mktemp("models_full"), seed=0, full_head=True),
+                         device="cpu")
+
+
+def test_processes_write_the_folders_threads_write(tmp_path, full_pipeline):
+    pipeline = full_pipeline
+    faces = fixture_landmarks()["t1.jpg"]["faces"]
+    photo = tmp_path / "t1.jpg"
+    photo.write_bytes(sample_photo("t1.jpg").read_bytes())
+    jobs = {kind: [PhotoJob(photo, tmp_path / kind / f"face{i}",
+                            GenerateOptions(landmarks=faces[i]["lm5"], seed=i, head="both" if i else "bfm", **FAST))
+                   for i in range(2)]
+            for kind in ("threads", "processes")}
+    with FolderWriters(processes=2) as writers:
+        assert writers.slots == 2
+        summary = run_jobs(pipeline, jobs["processes"], batch_size=2, writers=writers)
+        assert len(summary.done) == 2 and not summary.failures
+        # The pool outlives a run: a second run writes through the same processes.
+        later = PhotoJob(photo, tmp_path / "later", jobs["processes"][0].options)
+        assert len(run_jobs(pipeline, [later], batch_size=1, writers=writers).done) == 1
+        assert (later.folder / "head.glb").is_file()
+    summary = run_jobs(pipeline, jobs["threads"], batch_size=2, writers=FolderWriters(processes=0))
+    assert len(summary.done) == 2
+    for by_thread, by_process in zip(jobs["threads"], jobs["processes"], strict=True):
+        expected = folder_contents(by_thread.folder)
+        assert "head_full.glb" in expected or by_thread.options.head == "bfm"
+        assert folder_contents(by_process.folder) == expected
+
+
+def test_an_error_in_a_writer_process_fails_that_folder_and_leaves_it_as_it_was(tmp_path, pipeline):
+    faces = fixture_landmarks()["t1.jpg"]["faces"]
+    head = pipeline.generate(sample_photo("t1.jpg"), GenerateOptions(landmarks=faces[0]["lm5"], **FAST))
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("the user's file")
+    with FolderWriters(processes=1) as writers:
+        with pytest.raises(FileExistsError, match="taken"):
+            writers.submit(head, taken).result()
+        writers.submit(head, tmp_path / "free").result()
+    assert [path.name for path in taken.iterdir()] == ["mine.txt"]
+    assert (tmp_path / "free" / "head.glb").is_file()
+
+
+def test_processes_only_beside_a_gpu_with_cores_to_spare():
+    assert default_write_processes("cpu", cores=64) == 0
+    assert default_write_processes("cuda", cores=2) == 0
+    assert default_write_processes("cuda", cores=16) == 8
+    assert default_write_processes("cuda", cores=128) == 8
+    assert default_write_processes("mps", cores=8) == 4
+
+
+def test_errors_of_every_kind_cross_a_process_boundary_whole():
+    import pickle
+    from pathlib import Path
+
+    from uvidm_backend.pipeline.errors import ModelFilesMissing
+    from uvidm_backend.pipeline.output_folder import OutputFolderExists
+
+    for error in (OutputFolderExists(Path("/out/t1"), "holds files"), ModelFilesMissing(["ldm.ckpt"], "uvidm weights")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error) and copy.__dict__ == error.__dict__
