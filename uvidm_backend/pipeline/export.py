@@ -52,7 +52,7 @@ class TexturedMesh:
     counter-clockwise seen from outside; uv (N, 2) per vertex in [0, 1], v up (row 0 of the
     texture is v = 1); normals (N, 3) per vertex (written unit length); texture (H, W, 3) uint8
     RGB base colour, row 0 at the top; name names the node, the mesh and (with "_skin") the
-    material. The arrays are copied and made read-only.
+    material. The arrays are copied and made read-only (read-only ones are kept as they are).
     """
 
     vertices: np.ndarray
@@ -101,7 +101,13 @@ class TexturedMesh:
 
 
 def _frozen(value: object, dtype: type, what: str, shape: tuple[int | None, ...]) -> np.ndarray:
-    array = np.array(value, dtype=dtype, copy=True, order="C")
+    """`value` as a read-only C-contiguous array of `dtype` and `shape`: a copy, unless it is one already
+    (the faces and UVs that every head of a model shares are not copied per head)."""
+    if (isinstance(value, np.ndarray) and value.dtype == dtype and value.flags.c_contiguous
+            and not value.flags.writeable):
+        array = value
+    else:
+        array = np.array(value, dtype=dtype, copy=True, order="C")
     if array.ndim != len(shape) or any(want not in (None, have) for have, want in zip(array.shape, shape, strict=True)):
         wanted = "(" + ", ".join("?" if want is None else str(want) for want in shape) + ")"
         raise ValueError(f"{what} must have shape {wanted} (got {array.shape})")

@@ -136,7 +136,9 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
         else:
             todo.append(job)
     batch_size = max(1, batch_size)
-    prepare_threads = prepare_threads or max(1, min(8, (os.cpu_count() or 2) - 1))
+    # Decoding and alignment mostly release the GIL: a few threads keep ahead of the GPU, more only compete
+    # with its thread for the GIL.
+    prepare_threads = prepare_threads or max(1, min(4, (os.cpu_count() or 2) - 1))
     own_writers = writers is None and bool(todo)
     if own_writers:
         writers = FolderWriters(default_write_processes(pipeline.device.type))

@@ -25,10 +25,15 @@ def outward_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray
 def head_mesh(fit: Fit, index: int, head_model: FaceModel, triangles: np.ndarray, uv: np.ndarray,
               albedo_image: np.ndarray, neutral: bool, name: str) -> TexturedMesh:
     """Photo `index` of the batch `fit` as a mesh, with the photo's expression or without it (`neutral`);
-    `triangles` wound outwards (`outward_triangles`), `uv` (N, 2) v up."""
+    `triangles` wound outwards (`outward_triangles`), `uv` (N, 2) v up (read-only int64 and float32 arrays are
+    shared by the meshes, not copied)."""
     shape = (fit.id_shape if neutral else fit.shape)[index:index + 1]
     normals = head_model.compute_norm(shape) if neutral else fit.normals[index:index + 1]
-    vertices = shape[0].cpu().numpy() * BFM_UNIT_METRES
-    normals = -normals[0].cpu().numpy()  # BFM normals point inwards
-    return TexturedMesh(vertices=vertices.astype(np.float32), faces=triangles, uv=uv.astype(np.float32),
-                        normals=normals.astype(np.float32), texture=albedo_image, name=name)
+    vertices = _read_only((shape[0] * BFM_UNIT_METRES).float().cpu().numpy())
+    normals = _read_only((-normals[0]).float().cpu().numpy())  # BFM normals point inwards
+    return TexturedMesh(vertices=vertices, faces=triangles, uv=uv, normals=normals, texture=albedo_image, name=name)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)  # a fresh array that nothing else holds: TexturedMesh keeps it without a copy
+    return array

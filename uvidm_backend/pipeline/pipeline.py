@@ -122,7 +122,11 @@ class Pipeline:
         self.texture_stage = TextureStage(self.head_model, self.front_model, self.front_idx, self.triangles,
                                           self.layouts, front_mask, self.rasterizer, self.model_size)
         mean_shape = self.head_model.mean_shape.reshape(-1, 3).cpu().numpy()
-        self.export_triangles = outward_triangles(mean_shape, bfm.full_triangles)
+        # Shared by every head's mesh (read-only: not copied per head).
+        self.export_triangles = np.ascontiguousarray(outward_triangles(mean_shape, bfm.full_triangles), np.int64)
+        self.export_uv = np.ascontiguousarray(bfm.uv, np.float32)
+        for shared in (self.export_triangles, self.export_uv):
+            shared.setflags(write=False)
         # One generation at a time on the models; swapping in a UNet compiled in the background waits for it.
         self._gpu = threading.Lock()
         self._compiling: threading.Thread | None = None
@@ -349,7 +353,7 @@ class Pipeline:
 
         tracker.start("mesh")
         meshes = each(lambda _, k: head_mesh(
-            fit, k, self.head_model, self.export_triangles, self.bfm.uv, albedo_images[k],
+            fit, k, self.head_model, self.export_triangles, self.export_uv, albedo_images[k],
             neutral=items[k].options.expression != "photo",
             name=Path(items[k].photo.name).stem if items[k].photo.name else "head"))
         full_heads = {}

@@ -31,6 +31,10 @@ def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.dev
     return draw(tuple(shape)), noise
 
 
+def _no_noise(step_index: int, like: Tensor) -> Tensor:
+    return torch.zeros_like(like)
+
+
 def sample_latents(eps_model: EpsModel, tokens: Tensor, seeds: Sequence[int], options: GenerateOptions,
                    networks, updates: Mapping[str, SamplerUpdate], run_batch: int | None = None,
                    callback: Callable[[DDIMStep], None] | None = None) -> Tensor:
@@ -46,6 +50,8 @@ def sample_latents(eps_model: EpsModel, tokens: Tensor, seeds: Sequence[int], op
     x_T, noise = seeded_noise(seeds, (config.channels, config.image_size, config.image_size), tokens.device)
     if options.sampler == "dpmpp":
         sampler, schedule = sample_dpmpp_2m, dpmpp_schedule(networks.schedule, options.steps)
+        if not bool((schedule.noise_coef != 0).any()):
+            noise = _no_noise  # eta 0: every noise is multiplied by 0; drawing it per photo and step costs time
     else:
         sampler, schedule = sample_ddim, ddim_schedule(networks.schedule, options.steps, options.eta)
     latent = sampler(eps_model, x_T, tokens, schedule, noise=noise, callback=callback,

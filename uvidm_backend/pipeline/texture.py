@@ -156,8 +156,15 @@ def delight(albedo: Tensor, shading: Tensor) -> Tensor:
 
 
 def to_uint8_images(textures: Tensor) -> list[np.ndarray]:
-    """(B, 3, H, W) in [0, 1] -> B (H, W, 3) uint8 images, rounded (one copy from the device for the batch)."""
-    return list((textures.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+    """(B, 3, H, W) in [0, 1] -> B (H, W, 3) uint8 images, rounded (one copy from the device for the batch;
+    read-only, so that meshes keep them without a copy)."""
+    return _read_only_rows((textures.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8))
+
+
+def _read_only_rows(images: Tensor) -> list[np.ndarray]:
+    array = images.cpu().numpy()
+    array.setflags(write=False)
+    return list(array)
 
 
 def to_uint8_image(texture: Tensor) -> np.ndarray:
@@ -168,7 +175,7 @@ def to_uint8_image(texture: Tensor) -> np.ndarray:
 def official_uint8_images(textures: Tensor) -> list[np.ndarray]:
     """(B, C, H, W) in [0, 1] -> B (H, W, C) uint8 images as visualize.py writes its images:
     `Image.fromarray((x * 255.).astype(np.uint8))`, i.e. truncated, not rounded."""
-    return list((textures.permute(0, 2, 3, 1).float() * 255.0).to(torch.uint8).cpu().numpy())
+    return _read_only_rows((textures.permute(0, 2, 3, 1).float() * 255.0).to(torch.uint8))
 
 
 def official_uint8_image(texture: Tensor) -> np.ndarray:
