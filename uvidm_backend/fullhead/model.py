@@ -98,8 +98,11 @@ def split_part(ict: ICTModel, spec: PartSpec) -> SplitPart | None:
     first = math.floor(uv[:, 0].min() + 1e-6)
     tiles = max(1, math.ceil(uv[:, 0].max() - 1e-6) - first)
     uv[:, 0] = (uv[:, 0] - first) / tiles
-    return SplitPart(spec, unique[:, 0].astype(np.int64), np.clip(uv, 0.0, 1.0).astype(np.float32),
-                     inverse.reshape(-1, 3).astype(np.int64), ict.triangles[rows].astype(np.int64), tiles)
+    arrays = (unique[:, 0].astype(np.int64), np.clip(uv, 0.0, 1.0).astype(np.float32),
+              inverse.reshape(-1, 3).astype(np.int64), ict.triangles[rows].astype(np.int64))
+    for array in arrays:
+        array.setflags(write=False)  # shared by every head's mesh (not copied, their OBJ text cached)
+    return SplitPart(spec, *arrays, tiles)
 
 
 def corner_sums(part: SplitPart) -> scipy.sparse.csr_matrix:

@@ -41,6 +41,7 @@ _NOT_A_TOKEN = re.compile(r"[\s#]+")  # whitespace splits an OBJ line, "#" start
 _LINES_PER_BLOCK = 2048  # about 2 ms of formatting
 _TOPOLOGY_CACHE_SIZE = 24  # formatted face/UV texts kept (a few MB each for the BFM head, 16 small for the full head)
 _TOPOLOGY_ROWS: dict[tuple, bytes] = {}
+_FACE_ROWS: dict[tuple[int, int], tuple[np.ndarray, bytes]] = {}
 _TOPOLOGY_LOCK = threading.Lock()
 
 
@@ -230,6 +231,28 @@ def _topology_rows(array: np.ndarray, fmt: str) -> bytes:
     return cached
 
 
+def _face_rows(faces: np.ndarray, offset: int) -> bytes:
+    """`f v/vt/vn ...` lines of `faces` (0-based) counted from `offset` (v, vt and vn share the index).
+
+    A read-only array (the faces every head of a model shares) is looked up by identity first: hashing and
+    repeating its indices per head would cost more than the lookup saves.
+    """
+    shared = not faces.flags.writeable
+    key = (id(faces), offset)
+    if shared:
+        with _TOPOLOGY_LOCK:
+            hit = _FACE_ROWS.get(key)
+        if hit is not None and hit[0] is faces:
+            return hit[1]
+    text = _topology_rows(np.repeat(faces + offset, 3, axis=1), "f %d/%d/%d %d/%d/%d %d/%d/%d")
+    if shared:
+        with _TOPOLOGY_LOCK:
+            _FACE_ROWS[key] = (faces, text)  # holding `faces` keeps its id from being reused
+            while len(_FACE_ROWS) > _TOPOLOGY_CACHE_SIZE:
+                _FACE_ROWS.pop(next(iter(_FACE_ROWS)))
+    return text
+
+
 def write_obj(
     mesh: TexturedMesh,
     obj_path: str | os.PathLike[str],
@@ -270,8 +293,6 @@ def write_obj(
         ]
     ).encode("utf-8")
 
-    indices = mesh.faces + 1  # OBJ counts from 1
-    corners = np.repeat(indices, 3, axis=1)  # v/vt/vn share the index: attributes are per vertex
     header = "\n".join(
         [
             "# UV-IDM for Blender: metres, +Y up, face towards +Z",
@@ -287,7 +308,7 @@ def write_obj(
             _topology_rows(mesh.uv, f"vt {_FLOAT} {_FLOAT}"),
             float_rows(mesh.unit_normals(), "vn"),
             f"usemtl {material}\ns off\n".encode(),
-            _topology_rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d"),
+            _face_rows(mesh.faces, 1),  # OBJ counts from 1
         ]
     )
     write_bytes(mtl, mtl_path)  # the MTL first: an OBJ never points at a missing MTL
@@ -376,12 +397,13 @@ class MorphTargets:
 
     def applied(self, weights: np.ndarray) -> np.ndarray:
         """(N, 3) float32: the sum of the targets at `weights` (E,)."""
-        out = np.zeros((self.count, 3), np.float32)
-        for index, weight in enumerate(np.asarray(weights, np.float32)):
-            if weight != 0.0:
-                rows, offsets = self.target(index)
-                out[rows] += weight * offsets  # rows are distinct within a target
-        return out
+        weights = np.asarray(weights, np.float32)
+        if not weights.any():
+            return np.zeros((self.count, 3), np.float32)
+        # One weighted sum per axis over every moving row of every target (bincount adds in float64).
+        scaled = self.offsets * np.repeat(weights, np.diff(self.starts))[:, None]
+        return np.stack([np.bincount(self.rows, scaled[:, axis], self.count) for axis in range(3)],
+                        axis=1).astype(np.float32)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(E, 3) minimum and maximum of each target's offsets over all N vertices (0 for those that stay)."""
@@ -599,12 +621,11 @@ def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_n
             .encode()]
     offset = 1
     for part in mesh.parts:
-        corners = np.repeat(part.faces + offset, 3, axis=1)
         body += [float_rows(mesh.posed_vertices(part), "v"),
                  _topology_rows(part.uv, f"vt {_FLOAT} {_FLOAT}"),
                  float_rows(part.unit_normals(), "vn"),
                  f"usemtl {_obj_token(mesh.materials[part.material].name)}\ns off\n".encode(),
-                 _topology_rows(corners, "f %d/%d/%d %d/%d/%d %d/%d/%d")]
+                 _face_rows(part.faces, offset)]
         offset += len(part.vertices)
     mtl_path = obj_path.parent / mtl_name
     for material in mesh.materials if write_textures else ():
