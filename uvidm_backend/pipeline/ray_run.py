@@ -28,6 +28,7 @@ class HeadMaker:
     def __init__(self, load: dict, batch_size: int | None):
         from uvidm_backend.pipeline.folder_run import default_batch_size
         from uvidm_backend.pipeline.pipeline import Pipeline
+        from uvidm_backend.pipeline.writers import FolderWriters, default_write_processes
         from uvidm_backend.registry import ModelPaths
 
         self.pipeline = Pipeline.load(ModelPaths.resolve(load["weights"], load["bfm"]), device=load["device"],
@@ -35,6 +36,8 @@ class HeadMaker:
                                       corrected_ear_mask=load["corrected_ear_mask"], fast=load["fast"])
         self.batch_size = batch_size or default_batch_size(self.pipeline.device)
         self.overwrite = load["overwrite"]
+        # One pool of writers for the actor's life (each call of the actor is one run_jobs).
+        self.writers = FolderWriters(default_write_processes(self.pipeline.device.type))
 
     def __call__(self, rows: dict) -> dict:
         import json
@@ -44,7 +47,7 @@ class HeadMaker:
         jobs = [PhotoJob(Path(photo), Path(folder), GenerateOptions(**_options(json.loads(options))))
                 for photo, folder, options in zip(rows["photo"], rows["folder"], rows["options"], strict=True)]
         states: dict[str, tuple[str, str]] = {}
-        run_jobs(self.pipeline, jobs, self.batch_size, overwrite=self.overwrite,
+        run_jobs(self.pipeline, jobs, self.batch_size, overwrite=self.overwrite, writers=self.writers,
                  on_result=lambda job, state, error: states.__setitem__(str(job.folder), (state, error or "")))
         return {"photo": [str(job.photo) for job in jobs], "folder": [str(job.folder) for job in jobs],
                 "state": [states[str(job.folder)][0] for job in jobs],
