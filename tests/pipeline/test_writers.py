@@ -92,3 +92,29 @@ def test_errors_of_every_kind_cross_a_process_boundary_whole():
     for error in (OutputFolderExists(Path("/out/t1"), "holds files"), ModelFilesMissing(["ldm.ckpt"], "uvidm weights")):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error) and copy.__dict__ == error.__dict__
+
+
+def test_quick_gil_handoffs_shorten_the_switch_interval_until_the_last_block_ends():
+    import sys
+    import threading
+
+    from uvidm_backend.pipeline.gil import quick_gil_handoffs
+
+    before = sys.getswitchinterval()
+    inside, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with quick_gil_handoffs(0.001):
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=other_run)
+    with quick_gil_handoffs(0.0005):
+        assert sys.getswitchinterval() == 0.0005
+        thread.start()
+        inside.wait(5)
+        assert sys.getswitchinterval() == 0.0005  # never lengthened by a later block
+    assert sys.getswitchinterval() == 0.0005  # the other block still runs
+    release.set()
+    thread.join()
+    assert sys.getswitchinterval() == before

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from uvidm_backend.pipeline.files import folder_is_complete
+from uvidm_backend.pipeline.gil import quick_gil_handoffs
 from uvidm_backend.pipeline.options import GenerateOptions
 from uvidm_backend.pipeline.output_folder import write_json
 from uvidm_backend.pipeline.writers import FolderWriters, default_write_processes
@@ -142,8 +143,10 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
     own_writers = writers is None and bool(todo)
     if own_writers:
         writers = FolderWriters(default_write_processes(pipeline.device.type))
+    # The GPU's thread (this one) shares the process with the preparing threads and the pickling of heads for
+    # the writers: quick GIL hand-offs keep its launches from waiting on them.
     with ThreadPoolExecutor(prepare_threads, thread_name_prefix="uvidm-prepare") as preparers, \
-            (writers if own_writers else nullcontext()):
+            (writers if own_writers else nullcontext()), quick_gil_handoffs():
         ahead: deque[tuple[PhotoJob, Future]] = deque()
         writing: deque[tuple[PhotoJob, Future]] = deque()
         pending: dict[tuple, list] = {}

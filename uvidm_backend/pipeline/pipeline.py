@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from uvidm_backend.pipeline.faces import FaceDetector
 from uvidm_backend.pipeline.fast_path import FastPath, choose_fast_path, compiled_fast_path
 from uvidm_backend.pipeline.files import Head, write_head_folder
 from uvidm_backend.pipeline.fit import Fit, fit_head
+from uvidm_backend.pipeline.gil import quick_gil_handoffs
 from uvidm_backend.pipeline.images import load_photo
 from uvidm_backend.pipeline.mesh import head_mesh, outward_triangles
 from uvidm_backend.pipeline.options import FAST_MODES, GenerateOptions
@@ -58,10 +58,6 @@ from uvidm_backend.registry import ModelPaths
 __all__ = ["STAGES", "Head", "Pipeline", "Progress", "Request", "pick_device"]
 
 log = logging.getLogger(__name__)
-
-#: GIL switch interval while compiling in the background: a generation waits up to this long for the GIL each
-#: time it gives it up (CUDA synchronisation, file writes), and the compiler holds it for a minute or more.
-COMPILING_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -151,8 +147,11 @@ class Pipeline:
 
     def _compile_and_swap(self) -> None:
         started = time.perf_counter()
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(interval, COMPILING_SWITCH_INTERVAL_S))
+        # The compiler holds the GIL for a minute or more: generations meanwhile get it back quickly.
+        with quick_gil_handoffs():
+            self._compile_then_swap(started)
+
+    def _compile_then_swap(self, started: float) -> None:
         try:
             # Compiled off the lock, its kernels on a stream of their own: generations go on (slower while the
             # compiler shares the CPU with them).
@@ -165,8 +164,6 @@ class Pipeline:
             log.info("the compiled UNet took over after %.1f s", time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - graph mode goes on serving; say why it stays
             log.warning("compiling the UNet in the background failed; graph mode stays", exc_info=True)
-        finally:
-            sys.setswitchinterval(interval)
 
     def wait_compiled(self, timeout: float | None = None) -> bool:
         """Waits for a background compilation (`compile_in_background`); True once the compiled UNet runs."""
