@@ -1,9 +1,10 @@
 """Text lines of float32 rows (OBJ's `v` and `vn`), formatted by numpy instead of Python's `%`.
 
-`%` holds the GIL and takes ~1 µs a number: 50-80 ms for a head's vertex and normal lines, which blocks
-every other thread of the process (the GPU's launches among them). Here each number becomes 9 significant
-decimal digits, computed on whole arrays: D = rint(|x| * 10^(8 - e)) with e the decimal exponent, written
-in positional notation (no exponent; "-" where negative, trailing zeros and a bare "." dropped, -0 as 0).
+`%` holds the GIL for all of a head's vertex and normal lines (tens of milliseconds), which blocks every
+other thread of the process (the GPU's launches among them). Here each number becomes 9 significant decimal
+digits, computed on whole arrays (numpy releases the GIL; on one core about as fast as `%`, or a little
+faster): D = rint(|x| * 10^(8 - e)) with e the decimal exponent, written in positional notation (no exponent;
+"-" where negative, trailing zeros and a bare "." dropped, -0 as 0), the numbers of one exponent together.
 Nine digits are within 5e-9 of the value, relatively, and a float32's neighbours are at least 6e-8 away:
 every float32 reads back bit-exact, as with `%.9g` (whose text it is wherever `%g` does not switch to an
 exponent, up to the last digit of a decimal tie).
@@ -30,48 +31,58 @@ def float_rows(values: np.ndarray, keyword: str) -> bytes:
     rows, columns = values.shape
     if rows == 0:
         return b""
-    magnitude = np.abs(values.astype(np.float64))
+    flat = values.reshape(-1)
+    magnitude = np.abs(flat.astype(np.float64))
     digits, exponent = _significand(magnitude)
-    zero = magnitude == 0
-    # The 9 digits, most significant first, and a 10th always 0 (places outside the 9 read it).
-    by_place = np.zeros((rows, columns, SIGNIFICANT + 1), np.uint8)
+    # The 9 digits of each number, most significant first (uint8), and how many of them end it as zeros.
+    by_place = np.empty((len(flat), SIGNIFICANT), np.uint8)
     rest = digits.astype(np.int32)
-    trailing = np.zeros(digits.shape, np.int16)  # trailing zeros of the 9 digits
-    still_zero = np.ones(digits.shape, bool)
+    trailing = np.zeros(len(flat), np.int8)
+    still_zero = np.ones(len(flat), bool)
     for j in range(SIGNIFICANT - 1, -1, -1):
         rest, digit = np.divmod(rest, 10)
-        by_place[..., j] = digit
+        by_place[:, j] = digit
         still_zero &= digit == 0
         trailing += still_zero
-    exponent = exponent.astype(np.int16)
-    lowest = np.where(zero, 0, np.minimum(exponent - (SIGNIFICANT - 1) + trailing, 0)).astype(np.int16)
-    highest = np.where(zero, 0, np.maximum(exponent, 0)).astype(np.int16)  # the units digit is always written
-    int_places = int(highest.max()) + 1
-    frac_places = -int(lowest.min())
-
-    # One number: sign, integer places (int_places - 1 .. 0), point, fraction places (-1 .. -frac_places).
-    places = np.arange(int_places - 1, -frac_places - 1, -1, dtype=np.int16)  # (P,)
-    which = exponent[..., None] - places  # the place's digit among the 9, from the most significant
-    which[(which < 0) | (which >= SIGNIFICANT)] = SIGNIFICANT
-    starts = np.arange(0, rows * columns * (SIGNIFICANT + 1), SIGNIFICANT + 1)[:, None]  # each number's 10 digits
-    chars = by_place.reshape(-1).take(which.reshape(rows * columns, -1) + starts).reshape(rows, columns, -1)
-    chars += _DIGIT
-    chars[(places > highest[..., None]) | (places < lowest[..., None])] = 0  # (n, k, P); 0: not written
-
-    width = 2 + int_places + (1 + frac_places if frac_places else 0)  # space, sign, digits, point
-    number = np.zeros((rows, columns, width), np.uint8)
-    number[..., 0] = _SPACE
-    number[..., 1] = np.where((values < 0) & ~zero, _MINUS, 0)
-    number[..., 2:2 + int_places] = chars[..., :int_places]
-    if frac_places:
-        number[..., 2 + int_places] = np.where(lowest < 0, _POINT, 0)
-        number[..., 3 + int_places:] = chars[..., int_places:]
+    by_place += _DIGIT
+    # Numbers of one decimal exponent share a layout: written group by group, each into its slot.
+    lowest = int(exponent.min())
+    shifted = (exponent - lowest).astype(np.int16)
+    members = [np.flatnonzero(shifted == value) for value in np.flatnonzero(np.bincount(shifted))]
+    texts = [_positional(by_place[where], trailing[where], lowest + int(shifted[where[0]])) for where in members]
+    width = 2 + max(text.shape[1] for text in texts)  # space, sign, digits and point
+    number = np.zeros((len(flat), width), np.uint8)
+    number[:, 0] = _SPACE
+    number[:, 1] = np.where(flat < 0, _MINUS, 0)  # -0 reads as 0: its digits are those of 0
+    for where, text in zip(members, texts, strict=True):
+        number[where, 2:2 + text.shape[1]] = text
+    number = number.reshape(rows, columns * width)
     prefix = np.frombuffer(keyword.encode(), np.uint8)
     line = np.empty((rows, len(prefix) + columns * width + 1), np.uint8)
     line[:, :len(prefix)] = prefix
-    line[:, len(prefix):-1] = number.reshape(rows, columns * width)
+    line[:, len(prefix):-1] = number
     line[:, -1] = _NEWLINE
     return line[line != 0].tobytes()
+
+
+def _positional(digits: np.ndarray, trailing: np.ndarray, exponent: int) -> np.ndarray:
+    """(m, W) characters of m numbers D * 10^(exponent - 8), `digits` their 9 digit characters: positional
+    notation, the fraction's trailing zeros (and a bare point) as 0 bytes (not written)."""
+    count = len(digits)
+    if exponent >= SIGNIFICANT - 1:  # an integer: the 9 digits, then zeros
+        return np.concatenate([digits, np.full((count, exponent - SIGNIFICANT + 1), _DIGIT, np.uint8)], axis=1)
+    if exponent >= 0:  # integer digits, point, fraction digits
+        text = np.concatenate([digits[:, :exponent + 1], np.full((count, 1), _POINT, np.uint8),
+                               digits[:, exponent + 1:]], axis=1)
+        fraction_at = exponent + 2  # where the fraction's first digit is
+    else:  # "0." and -exponent - 1 zeros before the digits
+        text = np.concatenate([np.array([[_DIGIT, _POINT]], np.uint8).repeat(count, axis=0),
+                               np.full((count, -exponent - 1), _DIGIT, np.uint8), digits], axis=1)
+        fraction_at = 2
+    kept = text.shape[1] - trailing.astype(np.int64)  # characters before the trailing zeros
+    text[np.arange(text.shape[1]) >= np.maximum(kept, fraction_at)[:, None]] = 0
+    text[kept <= fraction_at, fraction_at - 1] = 0  # no fraction left: no point
+    return text
 
 
 def _significand(magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
