@@ -41,7 +41,7 @@ class UVBake:
               device: torch.device | str | None = None) -> UVBake:
         """Rasterised on `device` (default: the CPU); the tables come back to the CPU."""
         buffer, weight = uv_lookup_tables(torch.from_numpy(np.ascontiguousarray(uv, np.float64)),
-                                          torch.from_numpy(np.ascontiguousarray(triangles, np.int64)), size,
+                                          torch.from_numpy(np.array(triangles, np.int64)), size,
                                           device=device)
         buffer, weight = buffer.cpu(), weight.cpu()
         covered = weight.sum(-1).numpy() > 0

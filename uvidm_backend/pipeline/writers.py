@@ -5,6 +5,7 @@ Writing a head's folder is CPU work (PNG, GLB, OBJ text). Zlib and numpy release
 OBJ's lines holds it for tens of milliseconds a head; on threads beside the GPU's thread, every kernel launch
 of that thread then waits for the GIL, and a batch's per-photo steps slow down several times. Worker
 processes have a GIL each: the GPU's process only pickles the head (a few megabytes of arrays) across.
+They run at a lower CPU priority, so that their threads do not take the cores the GPU's thread needs.
 They are started with "spawn" (a forked copy of a process that holds CUDA is unsafe) and import the
 writing code once, when the pool opens, while the first batch runs.
 """
@@ -37,6 +38,16 @@ def default_write_processes(device_type: str, cores: int | None = None) -> int:
     return min(MAX_WRITE_PROCESSES, cores // 2)
 
 
+#: How much lower the writer processes' CPU priority is (POSIX nice): their PNG bands and threads would
+#: otherwise take every core from the thread that feeds the GPU.
+WRITER_NICENESS = 5
+
+
+def _start_writer() -> None:
+    if hasattr(os, "nice"):
+        os.nice(WRITER_NICENESS)
+
+
 def _ready() -> int:
     return os.getpid()
 
@@ -48,7 +59,7 @@ class FolderWriters:
     def __init__(self, processes: int = 0):
         self.processes = max(0, processes)
         if self.processes:
-            self._executor: Executor = ProcessPoolExecutor(self.processes,
+            self._executor: Executor = ProcessPoolExecutor(self.processes, initializer=_start_writer,
                                                            mp_context=multiprocessing.get_context("spawn"))
             # Start every worker now: each imports the writing code (and torch, a second or two) while the
             # caller loads models or runs its first batch.
