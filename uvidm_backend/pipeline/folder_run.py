@@ -3,9 +3,9 @@
 Three things overlap: threads decode the photos and find their faces ahead of the networks, the networks
 run a batch of photos at a time (`Pipeline.generate_prepared`), and writers (`writers.FolderWriters`: worker
 processes beside a GPU, else threads) encode and write the folders of the previous batch while the next one
-runs. Each folder is written atomically; a photo that fails fails
-alone, and the run lists them in `failures.json`. A folder already complete (`folder_is_complete`) is
-skipped, so that a run that stopped can be started again.
+runs. Each folder is written atomically; a photo that fails fails alone, and the run lists them in
+`failures.json`. A folder already complete (`folder_is_complete`) is skipped, so that a run that stopped can
+be started again.
 """
 
 from __future__ import annotations

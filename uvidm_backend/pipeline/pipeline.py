@@ -149,21 +149,18 @@ class Pipeline:
         started = time.perf_counter()
         # The compiler holds the GIL for a minute or more: generations meanwhile get it back quickly.
         with quick_gil_handoffs():
-            self._compile_then_swap(started)
-
-    def _compile_then_swap(self, started: float) -> None:
-        try:
-            # Compiled off the lock, its kernels on a stream of their own: generations go on (slower while the
-            # compiler shares the CPU with them).
-            with torch.inference_mode(), torch.cuda.device(self.device), torch.cuda.stream(torch.cuda.Stream()):
-                compiled, inputs = compiled_fast_path(self.fast_path, self.networks, self.device, self.freeze)
-                torch.cuda.current_stream().synchronize()
-            with self._gpu, torch.inference_mode():
-                compiled.eps_model(*inputs)  # its CUDA graph: captured while no generation runs
-                self.fast_path = compiled
-            log.info("the compiled UNet took over after %.1f s", time.perf_counter() - started)
-        except Exception:  # noqa: BLE001 - graph mode goes on serving; say why it stays
-            log.warning("compiling the UNet in the background failed; graph mode stays", exc_info=True)
+            try:
+                # Compiled off the lock, its kernels on a stream of their own: generations go on (slower while the
+                # compiler shares the CPU with them).
+                with torch.inference_mode(), torch.cuda.device(self.device), torch.cuda.stream(torch.cuda.Stream()):
+                    compiled, inputs = compiled_fast_path(self.fast_path, self.networks, self.device, self.freeze)
+                    torch.cuda.current_stream().synchronize()
+                with self._gpu, torch.inference_mode():
+                    compiled.eps_model(*inputs)  # its CUDA graph: captured while no generation runs
+                    self.fast_path = compiled
+                log.info("the compiled UNet took over after %.1f s", time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 - graph mode goes on serving; say why it stays
+                log.warning("compiling the UNet in the background failed; graph mode stays", exc_info=True)
 
     def wait_compiled(self, timeout: float | None = None) -> bool:
         """Waits for a background compilation (`compile_in_background`); True once the compiled UNet runs."""
