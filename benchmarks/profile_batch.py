@@ -3,11 +3,12 @@
     PYTHONPATH=. python benchmarks/profile_batch.py [--device cuda] [--full-model] [--photos 64] [--batch 32]
         [--sampler dpmpp:20] [--texture-size 1024] [--photo t1.jpg] [--landmarks landmarks.json] [--models DIR]
 
-Prints, for one batch size: (1) `Pipeline.generate_prepared` on photos prepared beforehand, no threads
-beside it (heads/s and each stage's median seconds a batch); (2) the same with the GPU synchronised around
-the parts of the stages (seconds a batch per part: where the per-photo loops cost); (3) the main thread's
-hottest functions (cProfile) over one batch; (4) the files alone, as `run_jobs` writes them; (5) the whole
-`run_jobs` as `uvidm generate DIR --batch-size N` runs it.
+Prints, for one batch size: (1) on photos prepared beforehand: `Pipeline.run_networks` alone, then
+`generate_prepared` (the networks, then the finishing on the same thread), then the two overlapped on two
+threads as `run_jobs` runs them (heads/s and each stage's median seconds a batch); (2) the same with the GPU
+synchronised around the parts of the stages (seconds a batch per part: where the per-photo loops cost);
+(3) the main thread's hottest functions (cProfile) over one batch; (4) the files alone, by `run_jobs`'s
+writers; (5) the whole `run_jobs` as `uvidm generate DIR --batch-size N` runs it.
 """
 
 from __future__ import annotations
@@ -106,15 +107,30 @@ def main() -> None:
         batches = [prepared[i:i + args.batch] for i in range(0, len(prepared), args.batch)]
         pipeline.generate_prepared(batches[0], run_batch=args.batch)  # warm-up: graphs captured at this size
 
-        # (1) networks' stages alone
+        # (1) the networks alone, then one thread after the other, then the two overlapped as run_jobs does
+        started = time.perf_counter()
+        for batch in batches:
+            pipeline.run_networks(batch, run_batch=args.batch)
+        seconds = time.perf_counter() - started
+        print(f"(1a) run_networks alone: {len(prepared) / seconds:.2f} heads/s", flush=True)
         started = time.perf_counter()
         heads = [head for batch in batches for head in pipeline.generate_prepared(batch, run_batch=args.batch)]
         seconds = time.perf_counter() - started
-        print(f"(1) generate_prepared alone: {len(heads) / seconds:.2f} heads/s; stage medians (s a batch): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in stage_medians(heads).items()), flush=True)
+        print(f"(1b) generate_prepared (networks, then finish): {len(heads) / seconds:.2f} heads/s; stage medians "
+              "(s a batch): " + ", ".join(f"{k} {v:.3f}" for k, v in stage_medians(heads).items()), flush=True)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(1) as finisher:
+            finished = [finisher.submit(pipeline.finish, pipeline.run_networks(batch, run_batch=args.batch))
+                        for batch in batches]
+            overlapped = [head for future in finished for head in future.result()]
+        seconds = time.perf_counter() - started
+        print(f"(1c) networks and finish overlapped: {len(overlapped) / seconds:.2f} heads/s; stage medians: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in stage_medians(overlapped).items()), flush=True)
+        del overlapped, finished
 
         # (2) parts
         import uvidm_backend.condition as condition_module
+        import uvidm_backend.pipeline.finish as finish_module
         import uvidm_backend.pipeline.pipeline as pipeline_module
         import uvidm_backend.pipeline.prepare as prepare_module
         import uvidm_backend.pipeline.texture_stage as texture_stage_module
@@ -131,12 +147,13 @@ def main() -> None:
         timer.wrap(texture_stage_module.textures, "blend_photo", "texture: blend_photo")
         timer.wrap(texture_stage_module.textures, "match_to_baseline", "texture: match_to_baseline")
         timer.wrap(pipeline_module, "fit_head", "fit_head")
-        timer.wrap(pipeline_module, "head_mesh", "mesh (per photo)")
-        timer.wrap(pipeline_module.textures, "to_uint8_images", "to_uint8_images (per image kind)")
-        timer.wrap(pipeline_module.textures, "official_uint8_images", "official_uint8_images (per image kind)")
-        timer.wrap(pipeline_module.textures, "to_uint8_image", "to_uint8_image (per preview)")
-        timer.wrap(pipeline, "_preview", "preview (per photo)")
-        timer.wrap(pipeline, "_result_info", "result_info (per photo)")
+        timer.wrap(pipeline_module.textures, "uint8_images", "texture: uint8_images (per image kind)")
+        timer.wrap(pipeline_module.textures, "official_uint8", "texture: official_uint8")
+        timer.wrap(finish_module, "head_meshes", "finish: head_meshes")
+        timer.wrap(finish_module.textures, "read_only_images", "finish: read_only_images (per image kind)")
+        timer.wrap(finish_module.textures, "to_uint8_image", "finish: to_uint8_image (per preview)")
+        timer.wrap(pipeline.finish_stage, "_preview", "finish: preview (per photo)")
+        timer.wrap(pipeline.finish_stage, "_result_info", "finish: result_info (per photo)")
         for batch in batches:
             pipeline.generate_prepared(batch, run_batch=args.batch)
         timer.restore()
@@ -153,15 +170,18 @@ def main() -> None:
         pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
         print("(3) main thread, one batch, by own time:\n" + "\n".join(text.getvalue().splitlines()[:45]))
 
-        # (4) files alone, two writer threads as run_jobs
-        from uvidm_backend.pipeline.files import write_head_folder
+        # (4) files alone, by the writers run_jobs uses
+        from uvidm_backend.pipeline.writers import FolderWriters, default_write_processes
 
-        started = time.perf_counter()
-        with ThreadPoolExecutor(2) as writers:
-            list(writers.map(lambda pair: write_head_folder(pair[1], root / "files" / str(pair[0])),
-                             enumerate(heads)))
-        seconds = time.perf_counter() - started
-        print(f"(4) files alone (2 writer threads): {len(heads) / seconds:.2f} heads/s", flush=True)
+        processes = default_write_processes(pipeline.device.type)
+        with FolderWriters(processes) as writers:
+            writers.submit(heads[0], root / "files" / "warm").result()  # the processes started
+            started = time.perf_counter()
+            for future in [writers.submit(head, root / "files" / str(i)) for i, head in enumerate(heads)]:
+                future.result()
+            seconds = time.perf_counter() - started
+        print(f"(4) files alone ({processes or 'no'} writer processes): {len(heads) / seconds:.2f} heads/s",
+              flush=True)
 
         # (5) the whole run
         if not args.skip_run:

@@ -57,6 +57,24 @@ def test_a_batch_padded_to_a_larger_size_gives_the_same_heads(pipeline):
         assert head.info["batch"] == {"size": 2, "run_at": 4}
 
 
+def test_a_batch_finished_after_the_next_batch_networks_gives_the_same_heads(pipeline):
+    # A folder run finishes one batch (meshes, previews, result.json) while the next batch's networks run:
+    # what a batch in flight holds must be its own.
+    faces = t1_faces()
+    photo = sample_photo("t1.jpg")
+    first, second = ([pipeline.prepare(photo, GenerateOptions(landmarks=faces[i]["lm5"], seed=i, **FAST))]
+                     for i in (0, 1))
+    expected = [pipeline.generate_prepared(first)[0], pipeline.generate_prepared(second)[0]]
+    in_flight = [pipeline.run_networks(first), pipeline.run_networks(second)]
+    finished = [pipeline.finish(in_flight[1])[0], pipeline.finish(in_flight[0])[0]][::-1]
+    for head, wanted in zip(finished, expected, strict=True):
+        for name in ("albedo", "albedo_model", "albedo_model_matched", "preview"):
+            np.testing.assert_array_equal(getattr(head, name), getattr(wanted, name), err_msg=name)
+        np.testing.assert_array_equal(head.mesh.vertices, wanted.mesh.vertices)
+        assert head.info["coefficients"] == wanted.info["coefficients"]
+    assert not np.array_equal(finished[0].albedo_model, finished[1].albedo_model)
+
+
 def test_a_photo_that_fails_or_is_cancelled_fails_alone(pipeline, tmp_path):
     faces = t1_faces()
     photo = sample_photo("t1.jpg")

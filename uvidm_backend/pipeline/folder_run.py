@@ -1,9 +1,10 @@
 """Many photos to many folders at the GPU's pace: `uvidm generate PHOTOS_OR_FOLDERS... --batch-size N`.
 
-Three things overlap: threads decode the photos and find their faces ahead of the networks, the networks
-run a batch of photos at a time (`Pipeline.generate_prepared`), and writers (`writers.FolderWriters`: worker
-processes beside a GPU, else threads) encode and write the folders of the previous batch while the next one
-runs. Each folder is written atomically; a photo that fails fails alone, and the run lists them in
+Four things overlap: threads decode the photos and find their faces ahead of the networks, the networks
+run a batch of photos at a time (`Pipeline.run_networks`), a thread finishes the previous batch's heads
+meanwhile (`Pipeline.finish`: meshes, previews, result.json, on a CUDA stream of its own), and writers
+(`writers.FolderWriters`: worker processes beside a GPU, else threads) encode and write the folders of the
+batch before. Each folder is written atomically; a photo that fails fails alone, and the run lists them in
 `failures.json`. A folder already complete (`folder_is_complete`) is skipped, so that a run that stopped can
 be started again.
 """
@@ -143,11 +144,13 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
     own_writers = writers is None and bool(todo)
     if own_writers:
         writers = FolderWriters(default_write_processes(pipeline.device.type))
-    # The GPU's thread (this one) shares the process with the preparing threads and the pickling of heads for
-    # the writers: quick GIL hand-offs keep its launches from waiting on them.
+    # The GPU's thread (this one) shares the process with the preparing threads, the finishing thread and the
+    # pickling of heads for the writers: quick GIL hand-offs keep its launches from waiting on them.
     with ThreadPoolExecutor(prepare_threads, thread_name_prefix="uvidm-prepare") as preparers, \
+            ThreadPoolExecutor(1, thread_name_prefix="uvidm-finish") as finisher, \
             (writers if own_writers else nullcontext()), quick_gil_handoffs():
         ahead: deque[tuple[PhotoJob, Future]] = deque()
+        finishing: deque[tuple[list, float, Future]] = deque()
         writing: deque[tuple[PhotoJob, Future]] = deque()
         pending: dict[tuple, list] = {}
         queue = iter(todo)
@@ -170,16 +173,24 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
                 else:
                     report(job, "done")
 
+        def deliver_finished() -> None:
+            # The finished batch's heads go to the writers.
+            while finishing:
+                batch, batch_started, future = finishing.popleft()
+                for (job, _), result in zip(batch, future.result(), strict=True):
+                    if isinstance(result, BaseException):
+                        report(job, "failed", _message(result, job))
+                    else:
+                        writing.append((job, writers.submit(result, job.folder, overwrite, batch_started)))
+                # At most two batches' heads in memory (and at least every writer busy).
+                collect_writes(keep=max(2 * batch_size, writers.slots))
+
         def run(batch: list) -> None:
             batch_started = time.perf_counter()
-            results = pipeline.generate_prepared([prepared for _, prepared in batch], run_batch=batch_size)
-            for (job, _), result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    report(job, "failed", _message(result, job))
-                else:
-                    writing.append((job, writers.submit(result, job.folder, overwrite, batch_started)))
-            # At most two batches' heads in memory (and at least every writer busy).
-            collect_writes(keep=max(2 * batch_size, writers.slots))
+            networks = pipeline.run_networks([prepared for _, prepared in batch], run_batch=batch_size)
+            # The previous batch was finished (meshes, previews) on the other thread while these networks ran.
+            deliver_finished()
+            finishing.append((batch, batch_started, finisher.submit(pipeline.finish, networks)))
 
         fill()
         while ahead:
@@ -196,6 +207,7 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
                 run(pending.pop(key))
         for batch in pending.values():
             run(batch)
+        deliver_finished()
         collect_writes(keep=0)
     summary.seconds = time.perf_counter() - started
     return summary

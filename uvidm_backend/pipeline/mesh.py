@@ -1,8 +1,11 @@
-"""The mesh stage: one photo's fitted BFM head as an exportable mesh (metres, outward triangles, its albedo)."""
+"""The mesh stage: the fitted BFM heads of a batch as exportable meshes (metres, outward triangles, albedo)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from torch import Tensor
 
 from uvidm_backend.geometry.face_model import FaceModel
 from uvidm_backend.pipeline.export import TexturedMesh
@@ -22,18 +25,25 @@ def outward_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray
     return triangles if np.sum(normals * outward) >= 0 else triangles[:, ::-1].copy()
 
 
-def head_mesh(fit: Fit, index: int, head_model: FaceModel, triangles: np.ndarray, uv: np.ndarray,
-              albedo_image: np.ndarray, neutral: bool, name: str) -> TexturedMesh:
-    """Photo `index` of the batch `fit` as a mesh, with the photo's expression or without it (`neutral`);
-    `triangles` wound outwards (`outward_triangles`), `uv` (N, 2) v up (read-only int64 and float32 arrays are
-    shared by the meshes, not copied)."""
-    shape = (fit.id_shape if neutral else fit.shape)[index:index + 1]
-    normals = head_model.compute_norm(shape) if neutral else fit.normals[index:index + 1]
-    vertices = _read_only((shape[0] * BFM_UNIT_METRES).float().cpu().numpy())
-    normals = _read_only((-normals[0]).float().cpu().numpy())  # BFM normals point inwards
-    return TexturedMesh(vertices=vertices, faces=triangles, uv=uv, normals=normals, texture=albedo_image, name=name)
+def head_meshes(fit: Fit, neutral: Sequence[bool], head_model: FaceModel, triangles: np.ndarray, uv: np.ndarray,
+                albedo_images: Sequence[np.ndarray], names: Sequence[str]) -> list[TexturedMesh]:
+    """Each photo of the batch `fit` as a mesh, with the photo's expression or without it (`neutral[k]`);
+    `triangles` wound outwards (`outward_triangles`), `uv` (N, 2) v up. Read-only int64 and float32 arrays are
+    shared by the meshes, not copied; the vertices and normals of the batch come from the device in one copy
+    each (views of it, read-only)."""
+    posed, still = (_batch_arrays(fit.shape, fit.normals) if not all(neutral) else None,
+                    _batch_arrays(fit.id_shape, head_model.compute_norm(fit.id_shape)) if any(neutral) else None)
+    meshes = []
+    for k, (is_neutral, albedo, name) in enumerate(zip(neutral, albedo_images, names, strict=True)):
+        vertices, normals = still if is_neutral else posed
+        meshes.append(TexturedMesh(vertices=vertices[k], faces=triangles, uv=uv, normals=normals[k],
+                                   texture=albedo, name=name))
+    return meshes
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)  # a fresh array that nothing else holds: TexturedMesh keeps it without a copy
-    return array
+def _batch_arrays(shape: Tensor, normals: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(B, N, 3) vertices in metres and outward normals (BFM's point inwards), read-only float32."""
+    arrays = ((shape * BFM_UNIT_METRES).float().cpu().numpy(), (-normals).float().cpu().numpy())
+    for array in arrays:
+        array.setflags(write=False)  # fresh arrays that nothing else holds: the meshes keep views of them
+    return arrays

@@ -3,22 +3,22 @@
 photo -> face (insightface or given points) -> alignment (official preprocessing) [`prepare`, CPU] ->
 condition stage (BFM fit, face parsing, partial UV texture, tokens) -> sampling -> decoding [`sampling`] ->
 the one `Fit` of the output heads [`fit`] -> textures (the official colour match, the mesh's albedo)
-[`texture_stage`] -> mesh [`mesh`] -> preview -> files [`files`].
+[`texture_stage`] -> meshes, full heads, previews, result.json [`finish`] -> files [`files`].
 
 One `Pipeline` holds the loaded models (load once, reuse for every photo). `generate` returns one head
 in memory and `generate_to_folder` writes it atomically; `generate_batch` and `generate_prepared` run
 several photos through the networks at once (`GenerateOptions.batch_key` says which can share a batch),
-each photo with its own seed, progress and failure.
+each photo with its own seed, progress and failure; `run_networks` and `finish`, its two halves, let a
+folder run finish one batch while the next one's networks run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from uvidm_backend import __version__
-from uvidm_backend.condition import Condition, ConditionStage
+from uvidm_backend.condition import ConditionStage
 from uvidm_backend.devices import pick_device
 from uvidm_backend.fullhead.files import full_head_folder, has_full_head_files
 from uvidm_backend.fullhead.model import FullHeadModel
 from uvidm_backend.geometry.align import extract_lm5_from_lm68
 from uvidm_backend.geometry.bfm_files import BFMData, load_bfm
-from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL
 from uvidm_backend.geometry.face_model import FaceModel
 from uvidm_backend.geometry.raster import get_rasterizer
 from uvidm_backend.geometry.uv_tables import UVLayouts
@@ -43,13 +41,13 @@ from uvidm_backend.pipeline.errors import ModelFilesMissing
 from uvidm_backend.pipeline.faces import FaceDetector
 from uvidm_backend.pipeline.fast_path import FastPath, choose_fast_path, compiled_fast_path
 from uvidm_backend.pipeline.files import Head, write_head_folder
-from uvidm_backend.pipeline.fit import Fit, fit_head
+from uvidm_backend.pipeline.finish import BatchInFlight, FinishStage, NetworkOutput
+from uvidm_backend.pipeline.fit import fit_head
 from uvidm_backend.pipeline.gil import quick_gil_handoffs
 from uvidm_backend.pipeline.images import load_photo
-from uvidm_backend.pipeline.mesh import head_mesh, outward_triangles
+from uvidm_backend.pipeline.mesh import outward_triangles
 from uvidm_backend.pipeline.options import FAST_MODES, GenerateOptions
 from uvidm_backend.pipeline.prepare import PreparedPhoto, align, prepare_photo
-from uvidm_backend.pipeline.preview import preview_scale, render_preview
 from uvidm_backend.pipeline.progress import STAGES, BatchProgress, BatchStopped, Progress
 from uvidm_backend.pipeline.sampling import decode_textures, sample_latents
 from uvidm_backend.pipeline.texture_stage import TextureStage
@@ -127,6 +125,9 @@ class Pipeline:
         self._gpu = threading.Lock()
         self._compiling: threading.Thread | None = None
         self._full_head: FullHeadModel | None = None
+        self.finish_stage = FinishStage(device, self.head_model, self.triangles, self.uv, self.export_triangles,
+                                        self.export_uv, self.rasterizer, self.full_head_model,
+                                        {"front_mask": self.front_mask_source, "uv_tables": self.uv_tables_source})
 
     @property
     def fast(self) -> str:
@@ -283,27 +284,48 @@ class Pipeline:
         """The networks' stages and the heads of prepared photos (`prepare`) sharing one `batch_key`, as a
         batch: one result per item, its head or the exception that failed it alone. `run_batch` pads the
         networks' batch to that size (a size already captured or compiled); by default the fast path's.
-        (`tracker`, `indices`: `generate_batch`'s progress, and which of its photos `items` are.)"""
-        if not items:
-            return []
+        (`tracker`, `indices`: `generate_batch`'s progress, and which of its photos `items` are.)
+        The same as `finish(run_networks(...))`, which a folder run calls on two threads."""
+        return self.finish(self.run_networks(items, progress, run_batch, tracker, indices))
+
+    def run_networks(self, items: Sequence[PreparedPhoto], progress: Sequence[Progress | None] | None = None,
+                     run_batch: int | None = None, tracker: BatchProgress | None = None,
+                     indices: Sequence[int] | None = None) -> BatchInFlight:
+        """The first half of `generate_prepared`: the networks' stages of a batch, one batch at a time. Its
+        heads are made by `finish`, which may run on another thread beside the next batch's networks."""
         if tracker is None:
             tracker = BatchProgress(list(progress) if progress is not None else [None] * len(items), self.device)
             indices = range(len(items))
         indices = list(indices)
-        with self._gpu:
+        output = None
+        if items:
+            with self._gpu:
+                try:
+                    output = self._run_networks(items, tracker, run_batch)
+                except BatchStopped:
+                    pass
+                except Exception as error:  # noqa: BLE001 - a failed batch fails each of its photos
+                    for index in tracker.alive():
+                        tracker.failed.setdefault(index, error)
+        return BatchInFlight(items, indices, tracker, output)
+
+    def finish(self, batch: BatchInFlight) -> list[Head | Exception]:
+        """The second half of `generate_prepared`: the heads of a batch whose networks have run
+        (`run_networks`), one result per item, its head or the exception that failed it alone."""
+        heads = {}
+        if batch.output is not None and batch.tracker.alive():
             try:
-                heads = self._generate(items, tracker, indices, run_batch)
+                heads = self.finish_stage(batch)
             except BatchStopped:
-                heads = {}
+                pass
             except Exception as error:  # noqa: BLE001 - a failed batch fails each of its photos
-                heads = {}
-                for index in tracker.alive():
-                    tracker.failed.setdefault(index, error)
-        return [heads[index] if index in heads else tracker.failed[index] for index in indices]
+                for index in batch.tracker.alive():
+                    batch.tracker.failed.setdefault(index, error)
+        return [heads[index] if index in heads else batch.tracker.failed[index] for index in batch.indices]
 
     @torch.inference_mode()
-    def _generate(self, items: Sequence[PreparedPhoto], tracker: BatchProgress, indices: list[int],
-                  run_batch: int | None) -> dict[int, Head]:
+    def _run_networks(self, items: Sequence[PreparedPhoto], tracker: BatchProgress,
+                      run_batch: int | None) -> NetworkOutput:
         options = items[0].options
         device = self.device
         fast_path = self.fast_path  # under the generation lock: a background swap comes before or after
@@ -327,83 +349,13 @@ class Pipeline:
         photos01 = [(photo + 1) * 0.5 for photo in photos_m11]
         fit = fit_head(self.recon_net, self.head_model, (crop + 1) * 0.5, trans_params)
         made = self.texture_stage(fit, generated, condition, photos01, options)
-        # Each image kind copied from the device once for the whole batch.
-        albedo_images = textures.to_uint8_images(made.albedo)
-        model_images = textures.to_uint8_images(generated)
-        matched_images = textures.official_uint8_images(made.matched)
-
-        positions = dict(zip(indices, range(len(items)), strict=True))
-
-        def each(stage_fn: Callable[[int, int], Any], wanted: Callable[[PreparedPhoto], bool] = lambda _: True):
-            done = {}
-            for index in tracker.alive():
-                k = positions[index]
-                if wanted(items[k]):
-                    try:
-                        done[index] = stage_fn(index, k)
-                    except Exception as error:  # noqa: BLE001 - this photo fails alone
-                        tracker.fail(index, error)
-            return done
-
-        tracker.start("mesh")
-        meshes = each(lambda _, k: head_mesh(
-            fit, k, self.head_model, self.export_triangles, self.export_uv, albedo_images[k],
-            neutral=items[k].options.expression != "photo",
-            name=Path(items[k].photo.name).stem if items[k].photo.name else "head"))
-        full_heads = {}
-        if any(item.options.head != "bfm" for item in items):
-            tracker.start("full_head")
-            full_heads = each(lambda _, k: self._full_head_of(fit, k, made, items[k].options),
-                              wanted=lambda item: item.options.head != "bfm")
-        tracker.start("preview")
-        previews = each(lambda _, k: self._preview(photos01[k], fit, k, made))
+        # Laid out as images on the device; `finish` copies each kind from it once for the batch.
+        output = NetworkOutput(fit=fit, made=made, condition=condition, photos01=photos01,
+                               albedo=textures.uint8_images(made.albedo), model=textures.uint8_images(generated),
+                               matched=textures.official_uint8(made.matched), precision=fast_path.precision(),
+                               run_batch=run_batch, done=_recorded_event(device))
         tracker.finish()
-
-        precision = fast_path.precision()
-        heads = {}
-        for index in tracker.alive():
-            k = positions[index]
-            item = items[k]
-            timings = {**item.timings, **tracker.timings}
-            info = self._result_info(item, fit, k, timings)
-            info["texture"] = {"albedo": options.texture, "front_mask": self.front_mask_source,
-                               "uv_tables": self.uv_tables_source}
-            info["precision"] = precision
-            info["batch"] = {"size": len(items), "run_at": run_batch}
-            full_head = full_heads.get(index)
-            if full_head is not None:
-                info["full_head"] = full_head.info
-            debug_maps = self._debug_maps(made, condition, k) if item.options.debug_maps else {}
-            heads[index] = Head(mesh=meshes[index], albedo=albedo_images[k],
-                                albedo_model=model_images[k], albedo_model_matched=matched_images[k],
-                                preview=previews[index], info=info, full=full_head,
-                                bfm_head=item.options.head != "full", debug_maps=debug_maps)
-        return heads
-
-    def _full_head_of(self, fit: Fit, k: int, made: textures.Textures, options: GenerateOptions):
-        return self.full_head_model().make_head(
-            fit.id_shape[k].cpu().double().numpy(),
-            fit.shape[k].cpu().double().numpy() if options.expression == "photo" else None,
-            made.albedo[k:k + 1].float(), options.texture_size)
-
-    def _preview(self, photo01: torch.Tensor, fit: Fit, k: int, made: textures.Textures) -> np.ndarray:
-        """preview.png: the head drawn over its photo, at most `MAX_PREVIEW_SIDE` pixels wide or high."""
-        height, width = photo01.shape[-2:]
-        scale = preview_scale(width, height)
-        small = photo01 if scale == 1.0 else torch.nn.functional.interpolate(
-            photo01, scale_factor=scale, mode="area", recompute_scale_factor=False)
-        preview = render_preview(self.rasterizer, small, fit.projected[k:k + 1] * scale,
-                                 fit.vertices_camera[k:k + 1, :, 2], self.triangles, self.uv, made.albedo[k:k + 1],
-                                 made.shading[k:k + 1])
-        return textures.to_uint8_image(preview)
-
-    @staticmethod
-    def _debug_maps(made: textures.Textures, condition: Condition, k: int) -> dict[str, np.ndarray]:
-        """--debug-maps, at the model's size and written as visualize.py writes images: the partial texture
-        the model is conditioned on, its mask, and the official `face_color_map` clipped to [0, 1]."""
-        return {"condition.png": textures.official_uint8_image(condition.partial_texture[k:k + 1]),
-                "condition_mask.png": textures.official_uint8_image(condition.mask[k:k + 1])[..., 0],
-                "baseline.png": textures.official_uint8_image(made.baseline[k:k + 1])}
+        return output
 
     def generate_to_folder(self, photo_source: bytes | str | Path, out_dir: str | Path,
                            options: GenerateOptions | None = None, progress: Progress | None = None,
@@ -420,28 +372,12 @@ class Pipeline:
             progress("files", 1.0)
         return Path(out_dir)
 
-    def _result_info(self, item: PreparedPhoto, fit: Fit, k: int, timings: dict[str, float]) -> dict[str, Any]:
-        def as_list(tensor: torch.Tensor) -> list:
-            return tensor[k].detach().cpu().double().numpy().round(7).tolist()
 
-        photo, face, options, coefficients = item.photo, item.face, item.options, fit.coefficients
-        return {
-            "version": __version__,
-            "photo": {"name": photo.name, "size": [photo.width, photo.height], "sha256": photo.sha256},
-            "face": {"index": item.face_index, "box": [round(float(v), 2) for v in face.box],
-                     "landmarks": np.asarray(face.points, dtype=float).round(2).tolist(),
-                     "source": "given" if options.landmarks is not None else "detected",
-                     "landmarks_source": face.landmarks_source},
-            "coefficients": {name: as_list(value) for name, value in coefficients.as_dict().items()},
-            "pose": {"angles_radians": as_list(coefficients.angle), "translation": as_list(coefficients.trans)},
-            "camera": {"focal": FOCAL, "center": CENTER, "distance": CAMERA_DISTANCE, "crop": 224,
-                       "trans_params": np.asarray(item.alignment.trans_params, dtype=float).round(6).tolist()},
-            "mesh": {"vertices": int(self.head_model.n_vertices), "faces": int(self.triangles.shape[0]),
-                     "units": "metres", "up": "+Y", "front": "+Z", "pose": "canonical",
-                     "expression": options.expression},
-            "options": options.to_dict(),
-            "timings": timings,
-            "device": str(self.device),
-            "versions": {"uvidm": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                         "python": platform.python_version()},
-        }
+def _recorded_event(device: torch.device) -> torch.cuda.Event | None:
+    """An event recorded on the device's current CUDA stream (None off CUDA): where another stream may start
+    reading what was computed before it."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event

@@ -155,31 +155,32 @@ def delight(albedo: Tensor, shading: Tensor) -> Tensor:
     return (albedo / shading.clamp(min=MIN_SHADING)).clamp(0, 1)
 
 
-def to_uint8_images(textures: Tensor) -> list[np.ndarray]:
-    """(B, 3, H, W) in [0, 1] -> B (H, W, 3) uint8 images, rounded (one copy from the device for the batch;
-    read-only, so that meshes keep them without a copy)."""
-    return _read_only_rows((textures.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8))
+def uint8_images(textures: Tensor) -> Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8 on the same device, rounded, laid out as images (a
+    permuted tensor keeps its strides, and every later reader, the mesh, the pickling to a writer process and
+    the PNG encoder, would copy it strided at a fraction of the speed)."""
+    return (textures.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
 
 
-def _read_only_rows(images: Tensor) -> list[np.ndarray]:
-    # Laid out (B, H, W, C) on the device: a permuted tensor keeps its strides, and every later reader (the
-    # mesh, pickling to a writer process, the PNG encoder) would copy a strided array at a fraction of the speed.
-    array = images.contiguous().cpu().numpy()
+def official_uint8(textures: Tensor) -> Tensor:
+    """(B, C, H, W) in [0, 1] -> (B, H, W, C) uint8 as visualize.py writes its images:
+    `Image.fromarray((x * 255.).astype(np.uint8))`, i.e. truncated, not rounded."""
+    return (textures.permute(0, 2, 3, 1).float() * 255.0).to(torch.uint8).contiguous()
+
+
+def read_only_images(images: Tensor) -> list[np.ndarray]:
+    """(B, H, W, C) on any device -> B read-only (H, W, C) arrays from one copy (meshes and writers keep them
+    without copies)."""
+    array = images.cpu().numpy()
     array.setflags(write=False)
     return list(array)
 
 
 def to_uint8_image(texture: Tensor) -> np.ndarray:
     """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8, rounded."""
-    return to_uint8_images(texture[:1])[0]
-
-
-def official_uint8_images(textures: Tensor) -> list[np.ndarray]:
-    """(B, C, H, W) in [0, 1] -> B (H, W, C) uint8 images as visualize.py writes its images:
-    `Image.fromarray((x * 255.).astype(np.uint8))`, i.e. truncated, not rounded."""
-    return _read_only_rows((textures.permute(0, 2, 3, 1).float() * 255.0).to(torch.uint8))
+    return read_only_images(uint8_images(texture[:1]))[0]
 
 
 def official_uint8_image(texture: Tensor) -> np.ndarray:
-    """(1, C, H, W) in [0, 1] -> (H, W, C) uint8, as `official_uint8_images`."""
-    return official_uint8_images(texture[:1])[0]
+    """(1, C, H, W) in [0, 1] -> (H, W, C) uint8, as `official_uint8`."""
+    return read_only_images(official_uint8(texture[:1]))[0]
