@@ -132,17 +132,20 @@ def main() -> None:
         import uvidm_backend.condition as condition_module
         import uvidm_backend.pipeline.finish as finish_module
         import uvidm_backend.pipeline.pipeline as pipeline_module
-        import uvidm_backend.pipeline.prepare as prepare_module
         import uvidm_backend.pipeline.texture_stage as texture_stage_module
 
         timer = PartTimer(pipeline.device)
         stage = pipeline.condition_stage
-        timer.wrap(prepare_module.PreparedPhoto, "photo_m11", "photo_m11 (CPU, per photo)")
-        timer.wrap(prepare_module.PreparedPhoto, "crop_m11", "crop_m11 (CPU, per photo)")
+        timer.wrap(pipeline_module, "photos_m11", "photos_m11 (upload, by size)")
+        timer.wrap(pipeline_module, "crops_m11", "crops_m11 (upload)")
+        if stage.fuse_tokens is not None:
+            timer.wrap(stage, "fuse_tokens", "condition: fuser")
+        else:
+            timer.wrap(stage.condition_fuser, "forward", "condition: fuser")
         timer.wrap(stage.recon_net, "forward", "condition: recon_net")
         timer.wrap(stage, "parse_skin", "condition: parse_skin")
-        timer.wrap(condition_module, "remap_texture_from_image", "condition: remap (per photo)")
-        timer.wrap(texture_stage_module, "remap_texture_from_image", "texture: remap (per photo)")
+        timer.wrap(condition_module, "remap_texture_from_image", "condition: remap (per size)")
+        timer.wrap(texture_stage_module, "remap_texture_from_image", "texture: remap (per size)")
         timer.wrap(texture_stage_module, "depth_visible_vertices", "texture: depth_visible_vertices")
         timer.wrap(texture_stage_module.textures, "blend_photo", "texture: blend_photo")
         timer.wrap(texture_stage_module.textures, "match_to_baseline", "texture: match_to_baseline")
@@ -152,7 +155,7 @@ def main() -> None:
         timer.wrap(finish_module, "head_meshes", "finish: head_meshes")
         timer.wrap(finish_module.textures, "read_only_images", "finish: read_only_images (per image kind)")
         timer.wrap(finish_module.textures, "to_uint8_image", "finish: to_uint8_image (per preview)")
-        timer.wrap(pipeline.finish_stage, "_preview", "finish: preview (per photo)")
+        timer.wrap(pipeline.finish_stage, "_previews", "finish: previews (per size)")
         timer.wrap(pipeline.finish_stage, "_result_info", "finish: result_info (per photo)")
         for batch in batches:
             pipeline.generate_prepared(batch, run_batch=args.batch)

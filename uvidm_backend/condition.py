@@ -23,6 +23,7 @@ from uvidm_backend.geometry.uv import remap_texture_from_image
 from uvidm_backend.models.bisenet import BiSeNet
 from uvidm_backend.models.condition_fuser import ConditionFuser
 from uvidm_backend.models.recon_net import FaceCoefficients, ReconNet
+from uvidm_backend.photo_groups import PhotoGroups
 
 # Face-parsing labels (face-parsing.PyTorch / CelebAMask-HQ) removed from the texture.
 PARSING_LABELS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear",
@@ -43,7 +44,7 @@ class Condition:
     partial_texture: Tensor  # (B, 3, S, S) in [0, 1], zero where the photo shows no skin
     mask: Tensor  # (B, 1, S, S) where partial_texture holds photo pixels
     projected: Tensor  # (B, N, 2) vertices in photo pixels (x right, y down)
-    skin: tuple[Tensor, ...]  # per photo (1, H, W), 1 where face parsing kept the pixel (photos differ in size)
+    skin: PhotoGroups  # (B_g, H, W) a group of one photo size, 1 where face parsing kept the pixel
 
 
 def skin_mask(labels: Tensor, excluded: tuple[int, ...]) -> Tensor:
@@ -75,40 +76,41 @@ class ConditionStage(nn.Module):
         self.register_buffer("barycentric_weight", barycentric_weight.float(), persistent=False)
         self.excluded_labels = CORRECTED_EXCLUDED_LABELS if corrected_ear_mask else OFFICIAL_EXCLUDED_LABELS
 
-    def parse_skin(self, photos01: Sequence[Tensor]) -> list[Tensor]:
-        """Photos, each (1, 3, H, W) in [0, 1] -> their (1, H, W) skin masks, exactly as the official nearest
+    def parse_skin(self, photos01: PhotoGroups) -> PhotoGroups:
+        """Photos (B_g, 3, H, W) in [0, 1] -> their (B_g, H, W) skin masks, exactly as the official nearest
         resizes; the parsing network runs once, on the batch at 512 x 512.
 
         The official code resizes the 19 logits to the photo (nearest) and takes the argmax there. A nearest
         resize copies whole source pixels, so the mask is made at 512 and resized instead: the same mask,
         without 19 photo-sized channels per photo.
         """
-        resized = torch.cat([F.interpolate(photo, (PARSING_SIZE, PARSING_SIZE)) for photo in photos01])
+        resized = torch.cat([F.interpolate(group, (PARSING_SIZE, PARSING_SIZE)) for group in photos01.tensors])
         masks = skin_mask(self.seg_model(resized)[0].argmax(dim=1), self.excluded_labels).unsqueeze(1)
-        return [F.interpolate(masks[i:i + 1], list(photo.shape[-2:]))[:, 0] for i, photo in enumerate(photos01)]
+        per_group = masks.split([len(group) for group in photos01.tensors])  # in the groups' order
+        return photos01.map_with(per_group, lambda group, mask: F.interpolate(mask, list(group.shape[-2:]))[:, 0])
 
-    def forward(self, crop: Tensor, photo: Tensor | Sequence[Tensor], trans_params: Tensor,
+    def forward(self, crop: Tensor, photo: Tensor | Sequence[Tensor] | PhotoGroups, trans_params: Tensor,
                 vertex_visibility: Tensor | None = None) -> Condition:
         """crop (B, 3, 224, 224) in [-1, 1]; photo (B, 3, H, W) in [-1, 1], or B photos of their own sizes,
-        each (1, 3, H, W); trans_params (B, 6) float32.
+        each (1, 3, H, W), or `PhotoGroups` of them; trans_params (B, 6) float32.
 
         `vertex_visibility` (B, N) optionally removes vertices hidden by the head itself
         (the official normal test lets some through).
         """
-        photos = list(photo.split(1)) if isinstance(photo, Tensor) else list(photo)
+        photos = photo if isinstance(photo, PhotoGroups) else PhotoGroups.of(photo)
         coefficients = self.recon_net((crop + 1) * 0.5)
         rotation = self.face_model.rotation(coefficients.angle)
         shape, _ = self.face_model.compute_shape(coefficients.id, coefficients.exp)
         projected = projXY_to_original(project(to_camera(shape, rotation, coefficients.trans)), trans_params)
         normals = self.face_model.compute_norm(shape) @ rotation
-        photos01 = [(photo + 1) * 0.5 for photo in photos]
+        photos01 = photos.map(lambda group: (group + 1) * 0.5)
         skin = self.parse_skin(photos01)
-        remapped = [remap_texture_from_image(photo01, projected[i:i + 1], normals[i:i + 1], skin[i],
-                                             self.uv_vertex_index, self.barycentric_weight,
-                                             None if vertex_visibility is None else vertex_visibility[i:i + 1])
-                    for i, photo01 in enumerate(photos01)]  # photos differ in size: one by one
-        partial = torch.cat([texture for texture, _ in remapped])
-        mask = torch.cat([mask for _, mask in remapped])
+        remapped = [remap_texture_from_image(group, photos.rows(projected, g), photos.rows(normals, g),
+                                             skin.tensors[g], self.uv_vertex_index, self.barycentric_weight,
+                                             None if vertex_visibility is None else photos.rows(vertex_visibility, g))
+                    for g, group in enumerate(photos01.tensors)]  # one size at a time
+        partial = photos.gather([texture for texture, _ in remapped])
+        mask = photos.gather([mask for _, mask in remapped])
         tokens = (self.fuse_tokens or self.condition_fuser)(partial * 2 - 1)
         return Condition(tokens=tokens, coefficients=coefficients, partial_texture=partial, mask=mask,
-                         projected=projected, skin=tuple(skin))
+                         projected=projected, skin=skin)

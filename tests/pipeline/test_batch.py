@@ -46,6 +46,27 @@ def test_a_batch_gives_each_photo_the_head_it_gets_alone(pipeline):
     assert not np.array_equal(together[0].albedo_model, alone[1].albedo_model)
 
 
+def test_photos_of_several_sizes_in_one_batch_get_the_heads_they_get_alone(pipeline, tmp_path):
+    # The steps that read whole photos run once per photo size: photos of two sizes, interleaved.
+    faces = t1_faces()
+    photo = sample_photo("t1.jpg")
+    pixels = np.asarray(Image.open(photo).convert("RGB"))
+    wider = tmp_path / "wider.png"
+    Image.fromarray(np.pad(pixels, ((0, 24), (0, 40), (0, 0)), mode="edge")).save(wider)  # the face stays put
+    sources = [photo, wider, photo, wider]
+    requests = [Request(source, GenerateOptions(landmarks=faces[i % 3]["lm5"], seed=i, **FAST))
+                for i, source in enumerate(sources)]
+    together = pipeline.generate_batch(requests)
+    for i, (head, request) in enumerate(zip(together, requests, strict=True)):
+        alone = pipeline.generate(request.photo, request.options)
+        assert head.preview.shape == alone.preview.shape
+        for name in ("albedo", "albedo_model", "albedo_model_matched", "preview"):
+            assert_same_images(getattr(head, name), getattr(alone, name), f"photo {i} {name}")
+        for name, values in alone.info["coefficients"].items():
+            np.testing.assert_allclose(head.info["coefficients"][name], values, atol=1e-5, err_msg=name)
+    assert together[1].preview.shape != together[0].preview.shape
+
+
 def test_a_batch_padded_to_a_larger_size_gives_the_same_heads(pipeline):
     faces = t1_faces()
     photo = sample_photo("t1.jpg")

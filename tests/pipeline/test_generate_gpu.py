@@ -83,3 +83,26 @@ def test_graph_mode_batches_give_the_heads_of_one_by_one(model_paths):
             np.testing.assert_allclose(head.mesh.vertices, expected.mesh.vertices, atol=1e-5)
     shapes = fast.fast_path.decode._graphed.captured_shapes
     assert {shape[0][0] for shape in shapes} >= {1, 3, 4}
+
+
+def test_a_folder_run_finishing_beside_the_networks_writes_the_heads_of_one_by_one(model_paths, tmp_path):
+    """On CUDA a folder run finishes one batch on its own stream and thread while the next batch's networks run:
+    every folder holds the head its photo gets alone."""
+    from PIL import Image
+
+    from uvidm_backend.pipeline.folder_run import PhotoJob, run_jobs
+
+    faces = fixture_landmarks()["t1.jpg"]["faces"]
+    photo = sample_photo("t1.jpg")
+    fast = Pipeline.load(model_paths, device="cuda", fast="graph")
+    jobs = [PhotoJob(photo, tmp_path / f"face{i}",
+                     GenerateOptions(landmarks=faces[i % 3]["lm5"], steps=10, seed=i, texture_size=512))
+            for i in range(7)]
+    summary = run_jobs(fast, jobs, batch_size=2)
+    assert len(summary.done) == 7 and not summary.failures
+    for job in jobs:
+        alone = fast.generate(job.photo, job.options)
+        for name in ("albedo", "albedo_model", "preview"):
+            with Image.open(job.folder / f"{name}.png") as written:
+                mean, p99 = _difference(np.asarray(written), getattr(alone, name))
+            assert mean < 0.05 and p99 <= 1, f"{job.folder.name} {name}: mean {mean:.3f}, 99th pct {p99:.1f}"

@@ -72,7 +72,7 @@ class TexturedMesh:
         faces = _frozen(faces_in, np.int64, "faces", (None, 3))
         uv = _frozen(self.uv, np.float32, "uv", (count, 2))
         normals = _frozen(self.normals, np.float32, "normals", (count, 3))
-        texture = np.asarray(self.texture)
+        texture = np.asanyarray(self.texture)  # an image in shared memory stays one (`writers`)
         if texture.dtype != np.uint8:
             raise ValueError(f"texture must be uint8 RGB (got {texture.dtype})")
         texture = _frozen(texture, np.uint8, "texture", (None, None, 3))

@@ -18,6 +18,8 @@ from uvidm_backend.pipeline.output_folder import OutputFolder, write_bytes, writ
 from uvidm_backend.pipeline.png import encode_png
 
 RESULT_FILE = "result.json"
+#: Threads writing one folder's files side by side (see `limit_folder_threads`).
+_folder_threads = 6
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +56,7 @@ def write_head_files(head: Head, folder: OutputFolder) -> None:
     there. Returns, or raises the first error, only once no writer is left running (so that a failed
     folder can be removed).
     """
-    with ThreadPoolExecutor(max_workers=6) as writers:  # leaving the block waits for every writer
+    with ThreadPoolExecutor(max_workers=_folder_threads) as writers:  # leaving the block waits for every writer
         albedo_png = writers.submit(encode_png, head.albedo)
         # The preview is compressed lightly: it is looked at once.
         written = [writers.submit(write_png, head.preview, folder / "preview.png", compress_level=1),
@@ -71,6 +73,12 @@ def write_head_files(head: Head, folder: OutputFolder) -> None:
             written.append(writers.submit(write_glb, head.mesh, folder / "head.glb", png))
         for future in written:
             future.result()
+
+
+def limit_folder_threads(threads: int) -> None:
+    """How many of a folder's files this process writes at once (a writer process of a pool: few)."""
+    global _folder_threads
+    _folder_threads = max(1, threads)
 
 
 def write_head_folder(head: Head, out_dir: Path, overwrite: bool = False, started: float | None = None) -> Path:

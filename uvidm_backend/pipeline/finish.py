@@ -24,6 +24,7 @@ from uvidm_backend import __version__
 from uvidm_backend.condition import Condition
 from uvidm_backend.geometry.camera import CAMERA_DISTANCE, CENTER, FOCAL
 from uvidm_backend.geometry.face_model import FaceModel
+from uvidm_backend.photo_groups import PhotoGroups
 from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.files import Head
 from uvidm_backend.pipeline.fit import Fit
@@ -40,7 +41,7 @@ class NetworkOutput:
     fit: Fit
     made: textures.Textures
     condition: Condition
-    photos01: list[Tensor]  # each (1, 3, H, W) in [0, 1]
+    photos01: PhotoGroups  # (B_g, 3, H, W) in [0, 1], by size
     albedo: Tensor  # (B, S, S, 3) uint8, the meshes' textures (`texture.uint8_images`)
     model: Tensor  # (B, M, M, 3) uint8, the model's raw textures
     matched: Tensor  # (B, M, M, 3) uint8, the official colour-matched textures (truncated as visualize.py)
@@ -67,7 +68,7 @@ class FinishStage:
                  export_triangles: np.ndarray, export_uv: np.ndarray, rasterizer,
                  full_head_model: Callable[[], Any], texture_info: dict[str, str]):
         self.device, self.head_model, self.rasterizer = device, head_model, rasterizer
-        self.triangles, self.uv = triangles, uv
+        self.triangles, self.uv = triangles.int(), uv  # one tensor for every preview: the rasterizer checks it once
         self.export_triangles, self.export_uv = export_triangles, export_uv
         self.full_head_model = full_head_model
         self.texture_info = texture_info
@@ -118,7 +119,17 @@ class FinishStage:
             full_heads = each(lambda k: self._full_head(fit, k, made, items[k]),
                               wanted=lambda item: item.options.head != "bfm")
         tracker.start("preview")
-        previews = each(lambda k: self._preview(out.photos01[k], fit, k, made))
+        previews = {}
+        for g in range(len(out.photos01.tensors)):
+            members = out.photos01.members[g]
+            try:
+                images = self._previews(out.photos01, g, fit, made)
+            except Exception as error:  # noqa: BLE001 - the photos of this size fail, the others go on
+                for k in members:
+                    if batch.indices[k] not in tracker.failed:
+                        tracker.fail(batch.indices[k], error)
+                continue
+            previews.update((batch.indices[k], image) for k, image in zip(members, images, strict=True))
         tracker.finish()
 
         coefficients = {name: value.detach().double().cpu().numpy().round(7)
@@ -146,16 +157,18 @@ class FinishStage:
             fit.shape[k].cpu().double().numpy() if item.options.expression == "photo" else None,
             made.albedo[k:k + 1].float(), item.options.texture_size)
 
-    def _preview(self, photo01: Tensor, fit: Fit, k: int, made: textures.Textures) -> np.ndarray:
-        """preview.png: the head drawn over its photo, at most `MAX_PREVIEW_SIDE` pixels wide or high."""
-        height, width = photo01.shape[-2:]
+    def _previews(self, photos01: PhotoGroups, g: int, fit: Fit, made: textures.Textures) -> list[np.ndarray]:
+        """preview.png of the photos of group `g`: each head drawn over its photo, at most `MAX_PREVIEW_SIDE`
+        pixels wide or high."""
+        group, rows = photos01.tensors[g], lambda batched: photos01.rows(batched, g)
+        height, width = group.shape[-2:]
         scale = preview_scale(width, height)
-        small = photo01 if scale == 1.0 else torch.nn.functional.interpolate(
-            photo01, scale_factor=scale, mode="area", recompute_scale_factor=False)
-        preview = render_preview(self.rasterizer, small, fit.projected[k:k + 1] * scale,
-                                 fit.vertices_camera[k:k + 1, :, 2], self.triangles, self.uv, made.albedo[k:k + 1],
-                                 made.shading[k:k + 1])
-        return textures.to_uint8_image(preview)
+        small = group if scale == 1.0 else torch.nn.functional.interpolate(
+            group, scale_factor=scale, mode="area", recompute_scale_factor=False)
+        previews = render_preview(self.rasterizer, small, rows(fit.projected) * scale,
+                                  rows(fit.vertices_camera[..., 2]), self.triangles, self.uv, rows(made.albedo),
+                                  rows(made.shading))
+        return textures.read_only_images(textures.uint8_images(previews))
 
     def _result_info(self, item: PreparedPhoto, coefficients: dict[str, np.ndarray], k: int,
                      timings: dict[str, float]) -> dict[str, Any]:

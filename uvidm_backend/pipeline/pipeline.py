@@ -47,7 +47,7 @@ from uvidm_backend.pipeline.gil import quick_gil_handoffs
 from uvidm_backend.pipeline.images import load_photo
 from uvidm_backend.pipeline.mesh import outward_triangles
 from uvidm_backend.pipeline.options import FAST_MODES, GenerateOptions
-from uvidm_backend.pipeline.prepare import PreparedPhoto, align, prepare_photo
+from uvidm_backend.pipeline.prepare import PreparedPhoto, align, crops_m11, photos_m11, prepare_photo
 from uvidm_backend.pipeline.progress import STAGES, BatchProgress, BatchStopped, Progress
 from uvidm_backend.pipeline.sampling import decode_textures, sample_latents
 from uvidm_backend.pipeline.texture_stage import TextureStage
@@ -332,10 +332,10 @@ class Pipeline:
         run_batch = fast_path.batch_to_run(max(len(items), run_batch or 0))
 
         tracker.start("condition")
-        crop = torch.cat([item.crop_m11() for item in items]).to(device)
-        photos_m11 = [item.photo_m11(device) for item in items]
+        crop = crops_m11(items, device)
+        photos = photos_m11(items, device)
         trans_params = torch.cat([item.trans_params() for item in items]).to(device)
-        condition = self.condition_stage(crop, photos_m11, trans_params)
+        condition = self.condition_stage(crop, photos, trans_params)
 
         tracker.start("diffusion")
         latent = sample_latents(fast_path.eps_model, condition.tokens, [item.options.seed for item in items],
@@ -346,7 +346,7 @@ class Pipeline:
         generated = decode_textures(fast_path.decode, latent, run_batch)
 
         tracker.start("texture")
-        photos01 = [(photo + 1) * 0.5 for photo in photos_m11]
+        photos01 = photos.map(lambda group: (group + 1) * 0.5)
         fit = fit_head(self.recon_net, self.head_model, (crop + 1) * 0.5, trans_params)
         made = self.texture_stage(fit, generated, condition, photos01, options)
         # Laid out as images on the device; `finish` copies each kind from it once for the batch.

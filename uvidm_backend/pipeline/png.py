@@ -29,6 +29,9 @@ FILTER_SUB, FILTER_UP = 1, 2
 WINDOW = 32768  # deflate's history: what a band may refer back to in the band before it
 MIN_BAND_BYTES = 128 * 1024  # below this a band's thread costs more than it saves
 _ADLER_BASE = 65521
+#: Bands compressed at once when a call does not say (None: every core this process may use); a writer
+#: process of a pool that shares the cores sets it to 1 (`limit_threads`).
+_default_threads: int | None = None
 _IDAT_CRC = zlib.crc32(b"IDAT")
 
 
@@ -36,14 +39,15 @@ def encode_png(image: np.ndarray, level: int = 1, threads: int | None = None) ->
     """(H, W), (H, W, 3) or (H, W, 4) uint8 pixels as PNG bytes (grey, RGB or RGBA, 8 bits).
 
     `level` is zlib's 0..9; `threads` bounds the bands compressed at once (default: every core
-    this process may use). Images under 256 KiB are compressed in one band, on this thread.
+    this process may use, or `limit_threads`'s). Images under 256 KiB are compressed in one band, on this
+    thread.
     """
     pixels = _as_pixels(image)
     if not 0 <= level <= 9:
         raise ValueError(f"level must be 0..9 (got {level})")
     height, width, channels = pixels.shape
     rows = pixels.reshape(height, width * channels)
-    threads = max(1, threads or available_cores())
+    threads = max(1, threads or _default_threads or available_cores())
     bands = max(1, min(threads, height, rows.size // MIN_BAND_BYTES))
     edges = [round(height * band / bands) for band in range(bands + 1)]
     history_rows = -(-WINDOW // (rows.shape[1] + 1))
@@ -79,6 +83,12 @@ def encode_png(image: np.ndarray, level: int = 1, threads: int | None = None) ->
         idat += [struct.pack(">I", len(data)), b"IDAT", data, struct.pack(">I", crc)]
     header = struct.pack(">IIBBBBB", width, height, 8, COLOR_TYPES[channels], 0, 0, 0)
     return b"".join([SIGNATURE, _chunk(b"IHDR", header), *idat, _chunk(b"IEND", b"")])
+
+
+def limit_threads(threads: int | None) -> None:
+    """The default of `encode_png`'s `threads` in this process (None: every core it may use)."""
+    global _default_threads
+    _default_threads = threads
 
 
 def available_cores() -> int:

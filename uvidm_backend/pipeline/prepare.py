@@ -7,6 +7,7 @@ GIL for much of their time); the result is what the networks' stages take, batch
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from uvidm_backend.geometry.align import Alignment, align_face
+from uvidm_backend.photo_groups import PhotoGroups
 from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
 from uvidm_backend.pipeline.images import Photo, load_photo
 from uvidm_backend.pipeline.options import GenerateOptions
@@ -31,18 +33,21 @@ class PreparedPhoto:
     options: GenerateOptions
     timings: dict[str, float] = field(default_factory=dict)  # "photo", "face" (seconds)
 
-    def crop_m11(self) -> Tensor:
-        """(1, 3, 224, 224) the aligned crop in [-1, 1]."""
-        return torch.from_numpy(self.alignment.model_input()).permute(2, 0, 1)[None]
-
-    def photo_m11(self, device: torch.device | str = "cpu") -> Tensor:
-        """(1, 3, H, W) the whole photo in [-1, 1] on `device` (sent as bytes, converted there)."""
-        pixels = torch.from_numpy(np.array(self.photo.pixels)).to(device)
-        return pixels.permute(2, 0, 1)[None].float() / 127.5 - 1
-
     def trans_params(self) -> Tensor:
         """(1, 6) float32: visualize.py casts trans_params to float32 before they reach the model (trap 5)."""
         return torch.from_numpy(np.asarray(self.alignment.trans_params, dtype=np.float32))[None]
+
+
+def crops_m11(items: Sequence[PreparedPhoto], device: torch.device | str) -> Tensor:
+    """(B, 3, 224, 224) the aligned crops in [-1, 1] on `device`: sent as bytes, converted there exactly as
+    `Alignment.model_input` converts them (float32(x) / 127.5 - 1, correctly rounded on both)."""
+    crops = torch.from_numpy(np.stack([item.alignment.crop for item in items])).to(device)
+    return crops.permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def photos_m11(items: Sequence[PreparedPhoto], device: torch.device | str) -> PhotoGroups:
+    """The whole photos in [-1, 1] on `device`, grouped by size (`PhotoGroups.from_pixels`)."""
+    return PhotoGroups.from_pixels([item.photo.pixels for item in items], device)
 
 
 def find_face(photo: Photo, options: GenerateOptions, detector: FaceDetector) -> tuple[DetectedFace, int | None]:

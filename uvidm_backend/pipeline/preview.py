@@ -20,15 +20,15 @@ def render_preview(rasterizer, photo01: Tensor, projected: Tensor, depth: Tensor
                    uv: Tensor, albedo: Tensor, shading: Tensor) -> Tensor:
     """Draws the head over the photo.
 
-    photo01 (1, 3, H, W) in [0, 1] (already at preview size); projected (1, N, 2) vertex
-    positions in its pixels (x right, y down); depth (1, N) distance from the camera; uv (N, 2)
-    with v up; albedo (1, 3, S, S); shading (1, N, 3) per-vertex SH shading. Returns (1, 3, H, W).
+    photo01 (B, 3, H, W) in [0, 1] (already at preview size); projected (B, N, 2) vertex
+    positions in its pixels (x right, y down); depth (B, N) distance from the camera; uv (N, 2)
+    with v up; albedo (B, 3, S, S); shading (B, N, 3) per-vertex SH shading. Returns (B, 3, H, W).
     """
     height, width = photo01.shape[-2:]
     clip = pixels_to_clip(projected, height, width, depth_to_ndc(depth))
     raster = rasterizer.rasterize(clip.float().contiguous(), triangles.int(), (height, width))
-    covered = (raster.triangle_id >= 0).unsqueeze(1).to(photo01.dtype)  # (1, 1, H, W)
-    pixel_uv = interpolate(uv.to(photo01.dtype)[None], raster, triangles)  # (1, H, W, 2)
+    covered = (raster.triangle_id >= 0).unsqueeze(1).to(photo01.dtype)  # (B, 1, H, W)
+    pixel_uv = interpolate(uv.to(photo01.dtype)[None], raster, triangles)  # (B, H, W, 2)
     # grid_sample's y runs down the image, UV v runs up.
     grid = torch.stack([pixel_uv[..., 0] * 2 - 1, 1 - pixel_uv[..., 1] * 2], dim=-1)
     color = F.grid_sample(albedo.to(photo01.dtype), grid, mode="bilinear", align_corners=True)

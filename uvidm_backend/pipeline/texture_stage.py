@@ -6,8 +6,6 @@ condition stage's skin masks; the helpers it chains are in `pipeline/texture.py`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
@@ -16,6 +14,7 @@ from uvidm_backend.geometry.face_model import DEFAULT_INIT_LIT, FaceModel
 from uvidm_backend.geometry.uv import remap_texture_from_image
 from uvidm_backend.geometry.uv_tables import UVLayouts
 from uvidm_backend.geometry.visibility import depth_visible_vertices
+from uvidm_backend.photo_groups import PhotoGroups
 from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.fit import Fit
 from uvidm_backend.pipeline.options import GenerateOptions
@@ -28,12 +27,13 @@ class TextureStage:
                  layouts: UVLayouts, front_mask: Tensor, rasterizer, model_size: int):
         self.head_model, self.front_model, self.front_idx = head_model, front_model, front_idx
         self.triangles, self.layouts, self.front_mask = triangles, layouts, front_mask
+        self.raster_triangles = triangles.int()  # one tensor for every batch: the rasterizer checks it once
         self.rasterizer, self.model_size = rasterizer, model_size
 
-    def __call__(self, fit: Fit, generated: Tensor, condition: Condition, photos01: Sequence[Tensor],
+    def __call__(self, fit: Fit, generated: Tensor, condition: Condition, photos01: PhotoGroups,
                  options: GenerateOptions) -> textures.Textures:
-        """`generated` (B, 3, M, M) in [0, 1]; `photos01` the B photos, each (1, 3, H, W) in [0, 1]; the
-        options' texture size, texture and delight apply to the whole batch."""
+        """`generated` (B, 3, M, M) in [0, 1]; `photos01` the B photos in [0, 1], grouped by size (the groups of
+        `condition.skin`); the options' texture size, texture and delight apply to the whole batch."""
         coefficients = fit.coefficients
         front_shape, _ = self.front_model.compute_shape(coefficients.id, coefficients.exp)
         front_colors = self.front_model.compute_color(
@@ -51,15 +51,16 @@ class TextureStage:
         if options.texture == "default":
             # Unlike the model's condition (kept as trained), the output texture also drops surfaces
             # hidden behind others, which the official normal test lets through.
-            unoccluded = depth_visible_vertices(fit.projected_crop, fit.vertices_camera[..., 2], self.triangles,
-                                                self.rasterizer)
+            unoccluded = depth_visible_vertices(fit.projected_crop, fit.vertices_camera[..., 2],
+                                                self.raster_triangles, self.rasterizer)
             normals = fit.normals_rotated
-            # Photos differ in size: sampled one by one, then blended as a batch.
-            samples = [remap_texture_from_image(photo01, fit.projected[i:i + 1], normals[i:i + 1], condition.skin[i],
-                                                layout.vertex_index, layout.barycentric_weight, unoccluded[i:i + 1])
-                       for i, photo01 in enumerate(photos01)]
-            albedo = textures.blend_photo(albedo, torch.cat([texture for texture, _ in samples]),
-                                          torch.cat([mask for _, mask in samples]))
+            # Photos differ in size: sampled one size at a time, then blended as a batch.
+            samples = [remap_texture_from_image(group, photos01.rows(fit.projected, g), photos01.rows(normals, g),
+                                                condition.skin.tensors[g], layout.vertex_index,
+                                                layout.barycentric_weight, photos01.rows(unoccluded, g))
+                       for g, group in enumerate(photos01.tensors)]
+            albedo = textures.blend_photo(albedo, photos01.gather([texture for texture, _ in samples]),
+                                          photos01.gather([mask for _, mask in samples]))
         shading = self.head_model.compute_color(torch.ones_like(fit.shape), fit.normals_rotated, coefficients.gamma,
                                                 DEFAULT_INIT_LIT)
         if options.delight:

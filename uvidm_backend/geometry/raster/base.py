@@ -13,6 +13,7 @@ pure-PyTorch one are interchangeable:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,12 +74,39 @@ def check_inputs(clip_pos: Tensor, triangles: Tensor, resolution) -> tuple[Tenso
     height, width = (int(v) for v in resolution)
     if height <= 0 or width <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    triangles = triangles.to(device=clip_pos.device, dtype=torch.int64)
-    if triangles.numel() and (int(triangles.min()) < 0 or int(triangles.max()) >= clip_pos.shape[1]):
+    low, high = _index_range(triangles)
+    if low < 0 or high >= clip_pos.shape[1]:
         raise IndexError(f"triangle vertex index out of range for {clip_pos.shape[1]} vertices")
+    triangles = triangles.to(device=clip_pos.device, dtype=torch.int64)
     if clip_pos.dtype != torch.float64:
         clip_pos = clip_pos.to(torch.float32)
     return clip_pos, triangles, height, width
+
+
+# The index range of the triangle tensors seen last, by identity: finding it on a GPU waits for the GPU, and a
+# model passes the same triangles for every photo. Holding the tensor keeps its id from being reused; its
+# version counter tells whether it was written to since.
+_RANGES: dict[int, tuple[Tensor, int, int, int]] = {}
+_RANGES_KEPT = 8
+_RANGES_LOCK = threading.Lock()
+
+
+def _index_range(triangles: Tensor) -> tuple[int, int]:
+    """(smallest, largest) vertex index of `triangles` ((0, -1) when empty)."""
+    if not triangles.numel():
+        return 0, -1
+    version = None if triangles.is_inference() else triangles._version  # inference tensors have none: not kept
+    with _RANGES_LOCK:
+        hit = _RANGES.get(id(triangles))
+    if version is not None and hit is not None and hit[0] is triangles and hit[1] == version:
+        return hit[2], hit[3]
+    low, high = (int(v) for v in torch.aminmax(triangles))
+    if version is not None:
+        with _RANGES_LOCK:
+            _RANGES[id(triangles)] = (triangles, version, low, high)
+            while len(_RANGES) > _RANGES_KEPT:
+                _RANGES.pop(next(iter(_RANGES)))
+    return low, high
 
 
 def pixels_to_clip(pixels: Tensor, height: int, width: int, ndc_z: Tensor | None = None) -> Tensor:
