@@ -106,4 +106,5 @@ def fit_full_head(ict: ICTModel, correspondence: Correspondence, system: FitSyst
         # min |E w - d|^2 + prior |w|^2  ==  min |L^T w - L^-1 E^T d|^2 (+ const), with L L^T = E^T E + prior
         rhs = system.expression_solve @ target
         expression = scipy.optimize.lsq_linear(system.expression_factor.T, rhs, bounds=(0.0, 1.0), method="bvls").x
+        expression = np.clip(expression, 0.0, 1.0)  # BVLS may leave a bound by rounding (-4e-19 was seen)
     return FullHeadFit(scale, rotation, translation, coefficients, expression, float(landmark_rms), float(surface))

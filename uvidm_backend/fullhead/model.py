@@ -133,6 +133,17 @@ class FullHead:
     pngs: dict[int, bytes] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False)
+class ShapedHead:
+    """A full head's geometry fitted to a BFM head, before its texture (`FullHeadModel.shape_head`): the fit,
+    the placed vertices (metres, the expression not applied), each part's normals (posed) and morph targets."""
+
+    fit: FullHeadFit
+    placed: np.ndarray
+    normals: tuple[np.ndarray, ...]
+    targets: tuple[MorphTargets, ...]
+
+
 def bfm_keypoints(bfm: BFMData) -> np.ndarray:
     """The 68 landmark vertices of the whole BFM head (the front model's, mapped, where the head has none)."""
     if bfm.full.keypoints is not None:
@@ -267,7 +278,12 @@ class FullHeadModel:
     def make_head(self, bfm_identity_shape: np.ndarray, bfm_shape: np.ndarray | None, albedo: torch.Tensor,
                   texture_size: int, name: str = "head_full") -> FullHead:
         """The ICT head fitted to a BFM head (BFM units, canonical frame; `bfm_shape` None: neutral), painted
-        from `albedo` (1, 3, S, S) in [0, 1] (BFM UV layout)."""
+        from `albedo` (1, 3, S, S) in [0, 1] (BFM UV layout): `paint_head(shape_head(...))`."""
+        return self.paint_head(self.shape_head(bfm_identity_shape, bfm_shape), albedo, texture_size, name)
+
+    def shape_head(self, bfm_identity_shape: np.ndarray, bfm_shape: np.ndarray | None) -> ShapedHead:
+        """The geometry of `make_head`: CPU work that needs only the BFM fit, so that a request can do it while
+        the GPU samples the texture."""
         fit = fit_full_head(self.ict, self.correspondence, self.system, bfm_identity_shape, self.keypoints,
                             bfm_shape)
         ict = self.ict
@@ -278,9 +294,18 @@ class FullHeadModel:
             expression = np.einsum("e,enc->nc", fit.expression, ict.expressions)
             posed = placed + fit.place_offsets(expression) * METRES_PER_BFM_UNIT
         to_metres = fit.scale * METRES_PER_BFM_UNIT * fit.rotation.T  # ICT offsets (rows, cm) -> metres
+        return ShapedHead(fit, placed,
+                          tuple(part_normals(posed, part, sums) for part, sums in zip(self.parts, self.normal_sums,
+                                                                                      strict=True)),
+                          tuple(targets.transformed(to_metres) for targets in self.targets_cm))
+
+    def paint_head(self, shaped: ShapedHead, albedo: torch.Tensor, texture_size: int,
+                   name: str = "head_full") -> FullHead:
+        """The head of `shaped` with its materials, the skin painted from `albedo` (1, 3, S, S) in [0, 1]."""
+        ict, fit = self.ict, shaped.fit
         tone = paint.skin_tone(albedo, self.bfm_uv_of_vertex[self.tone_vertices])
         materials, parts, pngs = [], [], {}
-        for part, sums, targets in zip(self.parts, self.normal_sums, self.targets_cm, strict=True):
+        for part, normals, targets in zip(self.parts, shaped.normals, shaped.targets, strict=True):
             spec = part.spec
             texture = None
             if spec.name == "skin":
@@ -290,8 +315,8 @@ class FullHeadModel:
                 pngs[len(materials)] = self.eye_pngs[spec.name]
             materials.append(Material(f"{name}_{spec.name}", spec.base_color, texture, spec.roughness, spec.blend,
                                       double_sided=spec.blend))
-            parts.append(MeshPart(len(materials) - 1, placed[part.source], part_normals(posed, part, sums), part.uv,
-                                  part.faces, targets.transformed(to_metres)))
+            parts.append(MeshPart(len(materials) - 1, shaped.placed[part.source], normals, part.uv, part.faces,
+                                  targets))
         mesh = MorphedMesh(name, tuple(parts), tuple(materials), ict.expression_names,
                            tuple(float(w) for w in fit.expression))
         info = {"vertices": int(sum(len(p.vertices) for p in parts)),

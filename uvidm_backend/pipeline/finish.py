@@ -11,8 +11,9 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ class NetworkOutput:
     precision: dict[str, str]
     run_batch: int
     done: torch.cuda.Event | None  # recorded after the last of the networks' work (CUDA)
+    full_head_shapes: dict[int, Future] = field(default_factory=dict)  # `ShapedHead`s, by position in the batch
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,7 +118,7 @@ class FinishStage:
         full_heads = {}
         if any(item.options.head != "bfm" for item in items):
             tracker.start("full_head")
-            full_heads = each(lambda k: self._full_head(fit, k, made, items[k]),
+            full_heads = each(lambda k: self._full_head(out.full_head_shapes[k], k, made, items[k]),
                               wanted=lambda item: item.options.head != "bfm")
         tracker.start("preview")
         previews = {}
@@ -151,11 +153,9 @@ class FinishStage:
                                 full=full_head, bfm_head=item.options.head != "full", debug_maps=debug_maps)
         return heads
 
-    def _full_head(self, fit: Fit, k: int, made: textures.Textures, item: PreparedPhoto):
-        return self.full_head_model().make_head(
-            fit.id_shape[k].cpu().double().numpy(),
-            fit.shape[k].cpu().double().numpy() if item.options.expression == "photo" else None,
-            made.albedo[k:k + 1].float(), item.options.texture_size)
+    def _full_head(self, shaped: Future, k: int, made: textures.Textures, item: PreparedPhoto):
+        return self.full_head_model().paint_head(shaped.result(), made.albedo[k:k + 1].float(),
+                                                 item.options.texture_size)
 
     def _previews(self, photos01: PhotoGroups, g: int, fit: Fit, made: textures.Textures) -> list[np.ndarray]:
         """preview.png of the photos of group `g`: each head drawn over its photo, at most `MAX_PREVIEW_SIDE`

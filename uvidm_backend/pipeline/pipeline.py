@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from uvidm_backend.pipeline.faces import FaceDetector
 from uvidm_backend.pipeline.fast_path import FastPath, choose_fast_path, compiled_fast_path
 from uvidm_backend.pipeline.files import Head, write_head_folder
 from uvidm_backend.pipeline.finish import BatchInFlight, FinishStage, NetworkOutput
-from uvidm_backend.pipeline.fit import fit_head
+from uvidm_backend.pipeline.fit import Fit, fit_head
 from uvidm_backend.pipeline.gil import quick_gil_handoffs
 from uvidm_backend.pipeline.images import load_photo
 from uvidm_backend.pipeline.mesh import outward_triangles
@@ -125,6 +126,9 @@ class Pipeline:
         self._gpu = threading.Lock()
         self._compiling: threading.Thread | None = None
         self._full_head: FullHeadModel | None = None
+        self._full_head_lock = threading.Lock()
+        # Full heads' geometry (CPU) is fitted here while the GPU samples their textures.
+        self._shaper = ThreadPoolExecutor(1, thread_name_prefix="uvidm-full-head")
         self.finish_stage = FinishStage(device, self.head_model, self.triangles, self.uv, self.export_triangles,
                                         self.export_uv, self.rasterizer, self.full_head_model,
                                         {"front_mask": self.front_mask_source, "uv_tables": self.uv_tables_source})
@@ -221,6 +225,10 @@ class Pipeline:
 
     def full_head_model(self) -> FullHeadModel:
         """The ICT full head's model, loaded on first use (raises `ModelFilesMissing` without its files)."""
+        with self._full_head_lock:
+            return self._load_full_head()
+
+    def _load_full_head(self) -> FullHeadModel:
         if self._full_head is None:
             folder = full_head_folder(self.paths)
             if not has_full_head_files(folder):
@@ -336,6 +344,8 @@ class Pipeline:
         photos = photos_m11(items, device)
         trans_params = torch.cat([item.trans_params() for item in items]).to(device)
         condition = self.condition_stage(crop, photos, trans_params)
+        fit = fit_head(self.recon_net, self.head_model, (crop + 1) * 0.5, trans_params)
+        full_head_shapes = self._shape_full_heads(fit, items)
 
         tracker.start("diffusion")
         latent = sample_latents(fast_path.eps_model, condition.tokens, [item.options.seed for item in items],
@@ -347,15 +357,32 @@ class Pipeline:
 
         tracker.start("texture")
         photos01 = photos.map(lambda group: (group + 1) * 0.5)
-        fit = fit_head(self.recon_net, self.head_model, (crop + 1) * 0.5, trans_params)
         made = self.texture_stage(fit, generated, condition, photos01, options)
         # Laid out as images on the device; `finish` copies each kind from it once for the batch.
         output = NetworkOutput(fit=fit, made=made, condition=condition, photos01=photos01,
                                albedo=textures.uint8_images(made.albedo), model=textures.uint8_images(generated),
                                matched=textures.official_uint8(made.matched), precision=fast_path.precision(),
-                               run_batch=run_batch, done=_recorded_event(device))
+                               run_batch=run_batch, done=_recorded_event(device), full_head_shapes=full_head_shapes)
         tracker.finish()
         return output
+
+    def _shape_full_heads(self, fit: Fit, items: Sequence[PreparedPhoto]) -> dict[int, Future]:
+        """Starts the geometry of the full heads the batch asks for (`FullHeadModel.shape_head`) on a CPU thread,
+        by position in the batch; the finishing stage paints them once the textures are there."""
+        wanted = [k for k, item in enumerate(items) if item.options.head != "bfm"]
+        if not wanted:
+            return {}
+        try:
+            model = self.full_head_model()
+        except Exception as error:  # noqa: BLE001 - those photos fail alone, in the finishing stage
+            failed: Future = Future()
+            failed.set_exception(error)
+            return dict.fromkeys(wanted, failed)
+        identity = fit.id_shape[wanted].double().cpu().numpy()  # one copy from the device for the batch
+        posed = fit.shape[wanted].double().cpu().numpy()
+        return {k: self._shaper.submit(model.shape_head, identity[i],
+                                       posed[i] if items[k].options.expression == "photo" else None)
+                for i, k in enumerate(wanted)}
 
     def generate_to_folder(self, photo_source: bytes | str | Path, out_dir: str | Path,
                            options: GenerateOptions | None = None, progress: Progress | None = None,
