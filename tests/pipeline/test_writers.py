@@ -50,7 +50,8 @@ def test_processes_write_the_folders_threads_write(tmp_path, full_pipeline, monk
             for kind in ("threads", "processes")}
     with FolderWriters(processes=2) as writers:
         assert writers.slots == 2
-        summary = run_jobs(pipeline, jobs["processes"], batch_size=2, writers=writers)
+        # Also each batch finished on a second thread, as on a GPU: the same files.
+        summary = run_jobs(pipeline, jobs["processes"], batch_size=1, writers=writers, finish_beside=True)
         assert len(summary.done) == 2 and not summary.failures
         # The pool outlives a run: a second run writes through the same processes.
         later = PhotoJob(photo, tmp_path / "later", jobs["processes"][0].options)
@@ -58,7 +59,7 @@ def test_processes_write_the_folders_threads_write(tmp_path, full_pipeline, monk
         assert (later.folder / "head.glb").is_file()
     # A writer process compresses each PNG in one band (the bytes depend on the bands, the pixels do not).
     monkeypatch.setattr(png, "_default_threads", 1)
-    summary = run_jobs(pipeline, jobs["threads"], batch_size=2, writers=FolderWriters(processes=0))
+    summary = run_jobs(pipeline, jobs["threads"], batch_size=1, writers=FolderWriters(processes=0))
     assert len(summary.done) == 2
     for by_thread, by_process in zip(jobs["threads"], jobs["processes"], strict=True):
         expected = folder_contents(by_thread.folder)

@@ -1,8 +1,8 @@
 """Many photos to many folders at the GPU's pace: `uvidm generate PHOTOS_OR_FOLDERS... --batch-size N`.
 
 Four things overlap: threads decode the photos and find their faces ahead of the networks, the networks
-run a batch of photos at a time (`Pipeline.run_networks`), a thread finishes the previous batch's heads
-meanwhile (`Pipeline.finish`: meshes, previews, result.json, on a CUDA stream of its own), and writers
+run a batch of photos at a time (`Pipeline.run_networks`), on a GPU a thread finishes the previous batch's
+heads meanwhile (`Pipeline.finish`: meshes, previews, result.json, on a CUDA stream of its own), and writers
 (`writers.FolderWriters`: worker processes beside a GPU, else threads) encode and write the folders of the
 batch before. Each folder is written atomically; a photo that fails fails alone, and the run lists them in
 `failures.json`. A folder already complete (`folder_is_complete`) is skipped, so that a run that stopped can
@@ -111,12 +111,15 @@ def write_failures(root: Path, failures: Sequence[Failure], total: int) -> Path 
 
 def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: bool = False,
              on_result: Callable[[PhotoJob, str, str | None], None] | None = None,
-             prepare_threads: int | None = None, writers: FolderWriters | None = None) -> RunSummary:
+             prepare_threads: int | None = None, writers: FolderWriters | None = None,
+             finish_beside: bool | None = None) -> RunSummary:
     """Every job's head into its folder, `batch_size` photos through the networks at a time.
 
     `on_result(job, "done" | "skipped" | "failed", error)` is called from this thread as each job ends.
     `writers`: where the folders are written (default: a `FolderWriters` of `default_write_processes`, opened
     and closed by this run; pass one to keep its processes across runs).
+    `finish_beside`: finish each batch on a second thread while the next batch's networks run (default: on
+    CUDA; on the CPU the two would only share the same cores).
     """
     summary = RunSummary()
     started = time.perf_counter()
@@ -147,7 +150,7 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
     # The GPU's thread (this one) shares the process with the preparing threads, the finishing thread and the
     # pickling of heads for the writers: quick GIL hand-offs keep its launches from waiting on them.
     with ThreadPoolExecutor(prepare_threads, thread_name_prefix="uvidm-prepare") as preparers, \
-            ThreadPoolExecutor(1, thread_name_prefix="uvidm-finish") as finisher, \
+            ThreadPoolExecutor(1, thread_name_prefix="uvidm-finish") as finisher_thread, \
             (writers if own_writers else nullcontext()), quick_gil_handoffs():
         ahead: deque[tuple[PhotoJob, Future]] = deque()
         finishing: deque[tuple[list, float, Future]] = deque()
@@ -192,6 +195,10 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
             deliver_finished()
             finishing.append((batch, batch_started, finisher.submit(pipeline.finish, networks)))
 
+        if finish_beside is None:
+            finish_beside = pipeline.device.type == "cuda"
+        finisher = finisher_thread if finish_beside else _Inline()
+
         fill()
         while ahead:
             job, future = ahead.popleft()
@@ -211,6 +218,19 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
         collect_writes(keep=0)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Inline:
+    """An executor that runs each call at once, on the caller's thread."""
+
+    @staticmethod
+    def submit(function: Callable, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as error:  # noqa: BLE001 - raised from the future, as on a thread
+            future.set_exception(error)
+        return future
 
 
 def _message(error: BaseException, job: PhotoJob) -> str:
