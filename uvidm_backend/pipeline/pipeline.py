@@ -1,9 +1,10 @@
 """Photos in, textured BFM heads out: the backend's main job, one photo or a batch of them.
 
 photo -> face (insightface or given points) -> alignment (official preprocessing) [`prepare`, CPU] ->
-condition stage (BFM fit, face parsing, partial UV texture, tokens) -> sampling -> decoding [`sampling`] ->
-the one `Fit` of the output heads [`fit`] -> textures (the official colour match, the mesh's albedo)
-[`texture_stage`] -> meshes, full heads, previews, result.json [`finish`] -> files [`files`].
+condition stage (BFM fit, face parsing, partial UV texture, tokens) and the one `Fit` of the output heads
+[`fit`; full heads' geometry starts on a CPU thread] -> sampling -> decoding [`sampling`] -> textures (the
+official colour match, the mesh's albedo) [`texture_stage`] -> meshes, full heads, previews, result.json
+[`finish`] -> files [`files`].
 
 One `Pipeline` holds the loaded models (load once, reuse for every photo). `generate` returns one head
 in memory and `generate_to_folder` writes it atomically; `generate_batch` and `generate_prepared` run
