@@ -354,3 +354,17 @@ def test_uv_tables_leave_uncovered_texels_at_zero():
     assert (buffer == 0).all() and (weights[~covered] == 0).all()
     # v points up: the triangle sits at the bottom (high rows) of the table.
     assert covered[-3:].any() and not covered[:4].any()
+
+
+def test_triangle_indices_are_checked_again_after_the_triangles_change():
+    # The index range of a triangle tensor is found once (on a GPU that waits for it) and kept by identity;
+    # writing to the tensor makes it be checked again.
+    rasterizer = TorchRasterizer()
+    clip = clip_from_pixels([[1, 1], [6, 1], [1, 6]], 8, 8)
+    triangles = torch.tensor([[0, 1, 2]])
+    assert rasterizer.rasterize(clip, triangles, (8, 8)).mask.any()
+    triangles[0, 2] = 3
+    with pytest.raises(IndexError, match="out of range"):
+        rasterizer.rasterize(clip, triangles, (8, 8))
+    with pytest.raises(IndexError, match="out of range"):
+        rasterizer.rasterize(clip, torch.tensor([[0, 1, -1]]), (8, 8))
