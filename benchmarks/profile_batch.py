@@ -8,7 +8,8 @@ Prints, for one batch size: (1) on photos prepared beforehand: `Pipeline.run_net
 threads as `run_jobs` runs them (heads/s and each stage's median seconds a batch); (2) the same with the GPU
 synchronised around the parts of the stages (seconds a batch per part: where the per-photo loops cost);
 (3) the main thread's hottest functions (cProfile) over one batch; (4) the files alone, by `run_jobs`'s
-writers; (5) the whole `run_jobs` as `uvidm generate DIR --batch-size N` runs it.
+writers, and (4b) each file of one folder on one thread; (5) the whole `run_jobs` as `uvidm generate DIR
+--batch-size N` runs it.
 """
 
 from __future__ import annotations
@@ -185,6 +186,34 @@ def main() -> None:
             seconds = time.perf_counter() - started
         print(f"(4) files alone ({processes or 'no'} writer processes): {len(heads) / seconds:.2f} heads/s",
               flush=True)
+
+        # (4b) one folder's files one after another on this thread, each PNG in one band (as a writer process)
+        from uvidm_backend.pipeline import png as png_module
+        from uvidm_backend.pipeline.export import write_glb, write_obj
+        from uvidm_backend.pipeline.output_folder import write_bytes, write_png
+
+        head, parts = heads[0], root / "parts"
+        parts.mkdir()
+        png_module.limit_threads(1)
+        albedo_png = png_module.encode_png(head.albedo)
+        files = {"albedo.png": lambda: write_png(head.albedo, parts / "albedo.png"),
+                 "albedo_model.png": lambda: write_png(head.albedo_model, parts / "model.png"),
+                 "albedo_model_matched.png": lambda: write_png(head.albedo_model_matched, parts / "matched.png"),
+                 "preview.png": lambda: write_png(head.preview, parts / "preview.png"),
+                 "head.obj": lambda: write_obj(head.mesh, parts / "head.obj", "head.mtl", "albedo.png"),
+                 "head.glb": lambda: write_glb(head.mesh, parts / "head.glb", albedo_png),
+                 "3 MB written and synced": lambda: write_bytes(bytes(3 << 20), parts / "bytes")}
+        costs = {}
+        for name, write in files.items():
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                write()
+                times.append(time.perf_counter() - started)
+            costs[name] = statistics.median(times)
+        png_module.limit_threads(None)
+        print("(4b) one folder's files on one thread (ms): "
+              + ", ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in costs.items()), flush=True)
 
         # (5) the whole run
         if not args.skip_run:

@@ -68,26 +68,31 @@ def test_processes_write_the_folders_threads_write(tmp_path, full_pipeline, monk
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="shared memory is listed in /dev/shm on Linux")
-def test_images_reach_the_processes_through_shared_memory_that_is_gone_once_written(tmp_path, pipeline):
+def test_images_reach_the_processes_through_shared_memory_that_is_gone_once_written(tmp_path, pipeline,
+                                                                                   monkeypatch):
+    from uvidm_backend.pipeline import writers as writers_module
+
     faces = fixture_landmarks()["t1.jpg"]["faces"]
     head = pipeline.generate(sample_photo("t1.jpg"), GenerateOptions(landmarks=faces[0]["lm5"], **FAST))
+    blocks = []
+    share = writers_module._share_images
 
-    def blocks():  # shared-memory blocks (the pool's semaphores, "sem.*", aside)
-        return {name for name in os.listdir("/dev/shm") if not name.startswith("sem.")}
+    def recorded(shared_head):
+        block, shared = share(shared_head)
+        blocks.append(block.name)
+        assert os.path.exists(f"/dev/shm/{block.name}")
+        return block, shared
 
-    before = blocks()
+    monkeypatch.setattr(writers_module, "_share_images", recorded)
     with FolderWriters(processes=1) as writers:
-        futures = [writers.submit(head, tmp_path / f"head{i}") for i in range(3)]
-        assert len(blocks() - before) >= 1  # one block a head in flight
-        for future in futures:
+        for future in [writers.submit(head, tmp_path / f"head{i}") for i in range(3)]:
             future.result()
-        assert blocks() <= before  # unlinked as each folder was written
+    assert len(set(blocks)) == 3  # one block a head
+    assert not any(os.path.exists(f"/dev/shm/{name}") for name in blocks)  # unlinked once written
     with Image.open(tmp_path / "head2" / "albedo.png") as written:
         assert np.array_equal(np.asarray(written), head.albedo)
     # The writer's pickle of a head holds no image: only where to find it.
-    from uvidm_backend.pipeline.writers import _share_images
-
-    block, shared = _share_images(head)
+    block, shared = share(head)
     try:
         images = head.albedo.nbytes + head.albedo_model.nbytes + head.albedo_model_matched.nbytes + head.preview.nbytes
         assert len(pickle.dumps(shared)) < len(pickle.dumps(head)) - images + 1024  # a few bytes an image

@@ -58,8 +58,7 @@ def write_head_files(head: Head, folder: OutputFolder) -> None:
     """
     with ThreadPoolExecutor(max_workers=_folder_threads) as writers:  # leaving the block waits for every writer
         albedo_png = writers.submit(encode_png, head.albedo)
-        # The preview is compressed lightly: it is looked at once.
-        written = [writers.submit(write_png, head.preview, folder / "preview.png", compress_level=1),
+        written = [writers.submit(write_png, head.preview, folder / "preview.png"),
                    writers.submit(write_png, head.albedo_model, folder / "albedo_model.png"),
                    writers.submit(write_png, head.albedo_model_matched, folder / "albedo_model_matched.png"),
                    *(writers.submit(write_png, image, folder / name) for name, image in head.debug_maps.items())]

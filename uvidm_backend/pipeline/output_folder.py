@@ -96,8 +96,11 @@ def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def write_png(image: np.ndarray | Image.Image, path: str | os.PathLike[str], compress_level: int = 6) -> Path:
+def write_png(image: np.ndarray | Image.Image, path: str | os.PathLike[str], compress_level: int = 1) -> Path:
     """Write an 8-bit image (H, W), (H, W, 3) or (H, W, 4) uint8 array, or a PIL image, as a PNG, atomically.
+
+    zlib level 1 by default, as albedo.png: on a smooth 1024² texture level 6 took 7.6 times as long (206
+    against 27 ms on one core) for a file 26% smaller, and a folder run writes two such textures a head.
 
     Floating-point arrays are refused rather than guessed at (0..1 or 0..255?): convert first.
     Arrays and L/RGB/RGBA images are compressed on every core (`pipeline.png`); other PIL modes
