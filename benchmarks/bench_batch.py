@@ -60,11 +60,18 @@ def model_folder(root: Path, full_model: bool, models: Path | None):
     return full_size_model_folder(folder) if full_model else write_model_folder(folder)
 
 
-def bench(pipeline: Pipeline, jobs: list[PhotoJob], batch: int) -> tuple[float, str]:
-    """(heads/s, "stage seconds" of the slowest stage of a batch)."""
+def bench(pipeline: Pipeline, jobs: list[PhotoJob], batch: int, writers: tuple[int, int] | None = None
+          ) -> tuple[float, str]:
+    """(heads/s, "stage seconds" of the slowest stage of a batch). `writers`: (processes, threads each) instead of
+    `run_jobs`'s default writers (started before the timed run)."""
+    from uvidm_backend.pipeline.writers import FolderWriters
+
     warm = [PhotoJob(job.photo, job.folder.with_name(job.folder.name + "-warm"), job.options) for job in jobs[:batch]]
-    run_jobs(pipeline, warm, batch, overwrite=True)
-    summary = run_jobs(pipeline, jobs, batch, overwrite=True)
+    pool = FolderWriters(*writers) if writers else None
+    run_jobs(pipeline, warm, batch, overwrite=True, writers=pool)
+    summary = run_jobs(pipeline, jobs, batch, overwrite=True, writers=pool)
+    if pool is not None:
+        pool.close()
     if summary.failures:
         raise RuntimeError(f"{len(summary.failures)} photos failed, first: {summary.failures[0]}")
     timings = [json.loads((job.folder / "result.json").read_text())["timings"] for job in jobs]
@@ -86,6 +93,8 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help="keep the random model folder here, reuse it if there")
     parser.add_argument("--landmarks", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared"
                         / "fixtures" / "landmarks.json")
+    parser.add_argument("--writers", nargs="+", default=[], metavar="PROCESSES:THREADS",
+                        help="also run with these writer pools (processes:threads each), after the default")
     args = parser.parse_args()
     photo = args.photo or default_photo()
     faces = json.loads(args.landmarks.read_text())[photo.name]["faces"]
@@ -109,6 +118,11 @@ def main() -> None:
             for batch in args.batch:
                 rate, slowest = bench(pipeline, jobs, batch)
                 print(f"{sampler} {steps}: batch {batch:3d}: {rate:7.2f} heads/s, slowest stage of a batch: {slowest}")
+                for pool_spec in args.writers:
+                    processes, threads = (int(value) for value in pool_spec.split(":"))
+                    rate, slowest = bench(pipeline, jobs, batch, (processes, threads))
+                    print(f"{sampler} {steps}: batch {batch:3d}, writers {processes}x{threads}: {rate:7.2f} heads/s, "
+                          f"slowest stage of a batch: {slowest}", flush=True)
 
 
 if __name__ == "__main__":

@@ -54,11 +54,11 @@ def default_write_processes(device_type: str, cores: int | None = None) -> int:
     return max(1, min(MAX_WRITE_PROCESSES, (cores - CORES_KEPT) // PROCESS_FOLDER_THREADS))
 
 
-def _start_writer() -> None:
+def _start_writer(folder_threads: int) -> None:
     if hasattr(os, "nice"):
         os.nice(WRITER_NICENESS)
     png.limit_threads(1)
-    limit_folder_threads(PROCESS_FOLDER_THREADS)
+    limit_folder_threads(folder_threads)
 
 
 def _ready() -> int:
@@ -66,13 +66,15 @@ def _ready() -> int:
 
 
 class FolderWriters:
-    """`write_head_folder` calls run on `processes` worker processes (0: on `WRITE_THREADS` threads of this
-    process). Reusable across runs; `close` (or leaving the `with` block) waits for the writes in flight."""
+    """`write_head_folder` calls run on `processes` worker processes, each writing a folder's files on
+    `folder_threads` threads (0 processes: on `WRITE_THREADS` threads of this process). Reusable across runs;
+    `close` (or leaving the `with` block) waits for the writes in flight."""
 
-    def __init__(self, processes: int = 0):
+    def __init__(self, processes: int = 0, folder_threads: int = PROCESS_FOLDER_THREADS):
         self.processes = max(0, processes)
         if self.processes:
             self._executor: Executor = ProcessPoolExecutor(self.processes, initializer=_start_writer,
+                                                           initargs=(folder_threads,),
                                                            mp_context=multiprocessing.get_context("spawn"))
             # Start every worker now: each imports the writing code (and torch, a second or two) while the
             # caller loads models or runs its first batch.
