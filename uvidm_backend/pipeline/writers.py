@@ -5,8 +5,8 @@ Writing a head's folder is CPU work (PNG, GLB, OBJ text). Zlib and numpy release
 around them holds it, and every kernel launch of the GPU's thread waits for the GIL: beside threads that
 write, a batch's many small launches slow down several times. Worker processes have a GIL each. Their
 heads' images (tens of megabytes a batch) reach them through shared memory, so that the GPU's process only
-copies them once, without the GIL, instead of pickling them through a pipe. Each process writes with few
-threads (one PNG band at a time) and the pool leaves cores free: the GPU's thread, the finishing thread and
+copies them once, without the GIL, instead of pickling them through a pipe. Each process writes on one
+thread (one PNG band at a time) and the pool leaves cores free: the GPU's thread, the finishing thread and
 the photos' preparation need them (scheduling by priority alone, `WRITER_NICENESS`, is not honoured by every
 container runtime). Processes are started with "spawn" (a forked copy of a process that holds CUDA is
 unsafe) and import the writing code once, when the pool opens, while the first batch runs.
@@ -32,13 +32,15 @@ __all__ = ["FolderWriters", "default_write_processes"]
 
 #: Writer threads when no processes are used (each folder's files are also written side by side inside).
 WRITE_THREADS = 2
-MAX_WRITE_PROCESSES = 8
+MAX_WRITE_PROCESSES = 12
 #: Below this many cores the networks (on the CPU) or the photos' preparation need them more than writers do.
 MIN_CORES_FOR_PROCESSES = 8
 #: Cores left to the GPU's process (its thread, the finishing thread, the preparing threads).
 CORES_KEPT = 4
-#: Threads of a writer process writing one folder's files side by side (each PNG in one band).
-PROCESS_FOLDER_THREADS = 2
+#: Threads of a writer process writing one folder's files (each PNG in one band). One: a process's threads share
+#: its GIL, and on an H100 machine of 16 cores 12 processes of one thread wrote 28.3 heads/s where 6 of two
+#: wrote 19.7 (docs/PERFORMANCE.md).
+PROCESS_FOLDER_THREADS = 1
 #: How much lower the writer processes' CPU priority is (POSIX nice).
 WRITER_NICENESS = 10
 #: The head's images sent through shared memory (the mesh's texture is the albedo itself).
@@ -47,11 +49,11 @@ SHARED_IMAGES = ("albedo", "albedo_model", "albedo_model_matched", "preview")
 
 def default_write_processes(device_type: str, cores: int | None = None) -> int:
     """Writer processes for a run on `device_type`: beside a GPU on a machine of 8 or more cores, one for each
-    two cores beyond the `CORES_KEPT` (at most 8), else none (threads)."""
+    core beyond the `CORES_KEPT` (at most 12), else none (threads)."""
     cores = cores or available_cores()
     if device_type == "cpu" or cores < MIN_CORES_FOR_PROCESSES:
         return 0
-    return max(1, min(MAX_WRITE_PROCESSES, (cores - CORES_KEPT) // PROCESS_FOLDER_THREADS))
+    return max(1, min(MAX_WRITE_PROCESSES, cores - CORES_KEPT))
 
 
 def _start_writer(folder_threads: int) -> None:
