@@ -75,7 +75,7 @@ class FinishStage:
         self.full_head_model = full_head_model
         self.texture_info = texture_info
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self._lock = threading.Lock()  # one batch at a time: the stream and the full-head model's first load
+        self._lock = threading.Lock()  # one batch at a time on the stream
 
     def __call__(self, batch: BatchInFlight) -> dict[int, Head]:
         """The heads of the batch's photos still alive, by tracker index (failures are in `batch.tracker`)."""
@@ -112,9 +112,10 @@ class FinishStage:
         albedo_images, model_images, matched_images = (textures.read_only_images(images)
                                                        for images in (out.albedo, out.model, out.matched))
         neutral = [item.options.expression != "photo" for item in items]
-        meshes = head_meshes(fit, neutral, self.head_model, self.export_triangles, self.export_uv, albedo_images,
-                             [Path(item.photo.name).stem if item.photo.name else "head" for item in items])
-        meshes = each(lambda k: meshes[k])
+        batch_meshes = head_meshes(fit, neutral, self.head_model, self.export_triangles, self.export_uv,
+                                   albedo_images,
+                                   [Path(item.photo.name).stem if item.photo.name else "head" for item in items])
+        meshes = each(lambda k: batch_meshes[k])
         full_heads = {}
         if any(item.options.head != "bfm" for item in items):
             tracker.start("full_head")
