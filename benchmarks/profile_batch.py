@@ -155,7 +155,6 @@ def main() -> None:
         timer.wrap(pipeline_module.textures, "official_uint8", "texture: official_uint8")
         timer.wrap(finish_module, "head_meshes", "finish: head_meshes")
         timer.wrap(finish_module.textures, "read_only_images", "finish: read_only_images (per image kind)")
-        timer.wrap(finish_module.textures, "to_uint8_image", "finish: to_uint8_image (per preview)")
         timer.wrap(pipeline.finish_stage, "_previews", "finish: previews (per size)")
         timer.wrap(pipeline.finish_stage, "_result_info", "finish: result_info (per photo)")
         for batch in batches:

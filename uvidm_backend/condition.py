@@ -45,6 +45,7 @@ class Condition:
     mask: Tensor  # (B, 1, S, S) where partial_texture holds photo pixels
     projected: Tensor  # (B, N, 2) vertices in photo pixels (x right, y down)
     skin: PhotoGroups  # (B_g, H, W) a group of one photo size, 1 where face parsing kept the pixel
+    photos01: PhotoGroups  # (B_g, 3, H, W) the photos in [0, 1], in the groups of `skin`
 
 
 def skin_mask(labels: Tensor, excluded: tuple[int, ...]) -> Tensor:
@@ -87,7 +88,8 @@ class ConditionStage(nn.Module):
         resized = torch.cat([F.interpolate(group, (PARSING_SIZE, PARSING_SIZE)) for group in photos01.tensors])
         masks = skin_mask(self.seg_model(resized)[0].argmax(dim=1), self.excluded_labels).unsqueeze(1)
         per_group = masks.split([len(group) for group in photos01.tensors])  # in the groups' order
-        return photos01.map_with(per_group, lambda group, mask: F.interpolate(mask, list(group.shape[-2:]))[:, 0])
+        return PhotoGroups([F.interpolate(mask, list(group.shape[-2:]))[:, 0]
+                            for group, mask in zip(photos01.tensors, per_group, strict=True)], photos01.members)
 
     def forward(self, crop: Tensor, photo: Tensor | Sequence[Tensor] | PhotoGroups, trans_params: Tensor,
                 vertex_visibility: Tensor | None = None) -> Condition:
@@ -113,4 +115,4 @@ class ConditionStage(nn.Module):
         mask = photos.gather([mask for _, mask in remapped])
         tokens = (self.fuse_tokens or self.condition_fuser)(partial * 2 - 1)
         return Condition(tokens=tokens, coefficients=coefficients, partial_texture=partial, mask=mask,
-                         projected=projected, skin=skin)
+                         projected=projected, skin=skin, photos01=photos01)

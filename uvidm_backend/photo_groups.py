@@ -65,11 +65,6 @@ class PhotoGroups:
         """`fn` of each group's tensor, the same members."""
         return PhotoGroups([fn(tensor) for tensor in self.tensors], self.members)
 
-    def map_with(self, others: Sequence[Tensor], fn: Callable[[Tensor, Tensor], Tensor]) -> PhotoGroups:
-        """`fn(group tensor, other)` for each group and its `others` entry, the same members."""
-        return PhotoGroups([fn(tensor, other) for tensor, other in zip(self.tensors, others, strict=True)],
-                           self.members)
-
     def rows(self, batched: Tensor, group: int) -> Tensor:
         """The rows of a batch-ordered (B, ...) tensor that belong to group `group`."""
         members = self.members[group]
@@ -86,15 +81,3 @@ class PhotoGroups:
             return stacked
         inverse = np.argsort(self._order)
         return stacked[torch.as_tensor(inverse, device=stacked.device)]
-
-    def photo(self, index: int) -> Tensor:
-        """(1, ...) the row of photo `index`."""
-        for tensor, members in zip(self.tensors, self.members, strict=True):
-            if index in members:
-                row = members.index(index)
-                return tensor[row:row + 1]
-        raise IndexError(f"no photo {index} in a batch of {len(self)}")
-
-    def each(self) -> list[Tensor]:
-        """Every photo's (1, ...) row, in batch order."""
-        return [self.photo(index) for index in range(len(self))]

@@ -18,8 +18,8 @@ from uvidm_backend.pipeline.output_folder import OutputFolder, write_bytes, writ
 from uvidm_backend.pipeline.png import encode_png
 
 RESULT_FILE = "result.json"
-#: Threads writing one folder's files side by side (see `limit_folder_threads`).
-_folder_threads = 6
+#: Threads writing one folder's files side by side.
+FOLDER_THREADS = 6
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,7 +47,7 @@ def head_file_names(head: Head) -> list[str]:
     return names
 
 
-def write_head_files(head: Head, folder: OutputFolder) -> None:
+def write_head_files(head: Head, folder: OutputFolder, threads: int = FOLDER_THREADS) -> None:
     """head.glb, head.obj/.mtl (and/or the full head's files), albedo.png, albedo_model.png,
     albedo_model_matched.png, preview.png (and the debug maps) into `folder`.
 
@@ -56,7 +56,7 @@ def write_head_files(head: Head, folder: OutputFolder) -> None:
     there. Returns, or raises the first error, only once no writer is left running (so that a failed
     folder can be removed).
     """
-    with ThreadPoolExecutor(max_workers=_folder_threads) as writers:  # leaving the block waits for every writer
+    with ThreadPoolExecutor(max_workers=threads) as writers:  # leaving the block waits for every writer
         albedo_png = writers.submit(encode_png, head.albedo)
         written = [writers.submit(write_png, head.preview, folder / "preview.png"),
                    writers.submit(write_png, head.albedo_model, folder / "albedo_model.png"),
@@ -74,18 +74,13 @@ def write_head_files(head: Head, folder: OutputFolder) -> None:
             future.result()
 
 
-def limit_folder_threads(threads: int) -> None:
-    """How many of a folder's files this process writes at once (a writer process of a pool: few)."""
-    global _folder_threads
-    _folder_threads = max(1, threads)
-
-
-def write_head_folder(head: Head, out_dir: Path, overwrite: bool = False, started: float | None = None) -> Path:
+def write_head_folder(head: Head, out_dir: Path, overwrite: bool = False, started: float | None = None,
+                      threads: int = FOLDER_THREADS) -> Path:
     """Every file of `head` and result.json (with the files' time and, from `started`, the total) into
-    `out_dir`, atomically: on any failure nothing is left behind."""
+    `out_dir`, atomically: on any failure nothing is left behind. `threads`: files written at once."""
     files_started = time.perf_counter()
     with OutputFolder(Path(out_dir), overwrite=overwrite) as folder:
-        write_head_files(head, folder)
+        write_head_files(head, folder, threads)
         info = dict(head.info)
         timings = {**info["timings"], "files": round(time.perf_counter() - files_started, 4)}
         if started is not None:

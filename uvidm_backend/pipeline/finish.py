@@ -42,7 +42,6 @@ class NetworkOutput:
     fit: Fit
     made: textures.Textures
     condition: Condition
-    photos01: PhotoGroups  # (B_g, 3, H, W) in [0, 1], by size
     albedo: Tensor  # (B, S, S, 3) uint8, the meshes' textures (`texture.uint8_images`)
     model: Tensor  # (B, M, M, 3) uint8, the model's raw textures
     matched: Tensor  # (B, M, M, 3) uint8, the official colour-matched textures (truncated as visualize.py)
@@ -123,10 +122,10 @@ class FinishStage:
                               wanted=lambda item: item.options.head != "bfm")
         tracker.start("preview")
         previews = {}
-        for g in range(len(out.photos01.tensors)):
-            members = out.photos01.members[g]
+        photos01 = out.condition.photos01
+        for g, members in enumerate(photos01.members):
             try:
-                images = self._previews(out.photos01, g, fit, made)
+                images = self._previews(photos01, g, fit, made)
             except Exception as error:  # noqa: BLE001 - the photos of this size fail, the others go on
                 for k in members:
                     if batch.indices[k] not in tracker.failed:

@@ -357,10 +357,9 @@ class Pipeline:
         generated = decode_textures(fast_path.decode, latent, run_batch)
 
         tracker.start("texture")
-        photos01 = photos.map(lambda group: (group + 1) * 0.5)
-        made = self.texture_stage(fit, generated, condition, photos01, options)
+        made = self.texture_stage(fit, generated, condition, options)
         # Laid out as images on the device; `finish` copies each kind from it once for the batch.
-        output = NetworkOutput(fit=fit, made=made, condition=condition, photos01=photos01,
+        output = NetworkOutput(fit=fit, made=made, condition=condition,
                                albedo=textures.uint8_images(made.albedo), model=textures.uint8_images(generated),
                                matched=textures.official_uint8(made.matched), precision=fast_path.precision(),
                                run_batch=run_batch, done=_recorded_event(device), full_head_shapes=full_head_shapes)
@@ -380,10 +379,9 @@ class Pipeline:
             failed.set_exception(error)
             return dict.fromkeys(wanted, failed)
         identity = fit.id_shape[wanted].double().cpu().numpy()  # one copy from the device for the batch
-        posed = fit.shape[wanted].double().cpu().numpy()
-        return {k: self._shaper.submit(model.shape_head, identity[i],
-                                       posed[i] if items[k].options.expression == "photo" else None)
-                for i, k in enumerate(wanted)}
+        posed = [k for k in wanted if items[k].options.expression == "photo"]
+        posed = dict(zip(posed, fit.shape[posed].double().cpu().numpy(), strict=True)) if posed else {}
+        return {k: self._shaper.submit(model.shape_head, identity[i], posed.get(k)) for i, k in enumerate(wanted)}
 
     def generate_to_folder(self, photo_source: bytes | str | Path, out_dir: str | Path,
                            options: GenerateOptions | None = None, progress: Progress | None = None,

@@ -14,7 +14,6 @@ from uvidm_backend.geometry.face_model import DEFAULT_INIT_LIT, FaceModel
 from uvidm_backend.geometry.uv import remap_texture_from_image
 from uvidm_backend.geometry.uv_tables import UVLayouts
 from uvidm_backend.geometry.visibility import depth_visible_vertices
-from uvidm_backend.photo_groups import PhotoGroups
 from uvidm_backend.pipeline import texture as textures
 from uvidm_backend.pipeline.fit import Fit
 from uvidm_backend.pipeline.options import GenerateOptions
@@ -30,10 +29,10 @@ class TextureStage:
         self.raster_triangles = triangles.int()  # one tensor for every batch: the rasterizer checks it once
         self.rasterizer, self.model_size = rasterizer, model_size
 
-    def __call__(self, fit: Fit, generated: Tensor, condition: Condition, photos01: PhotoGroups,
+    def __call__(self, fit: Fit, generated: Tensor, condition: Condition,
                  options: GenerateOptions) -> textures.Textures:
-        """`generated` (B, 3, M, M) in [0, 1]; `photos01` the B photos in [0, 1], grouped by size (the groups of
-        `condition.skin`); the options' texture size, texture and delight apply to the whole batch."""
+        """`generated` (B, 3, M, M) in [0, 1]; the photos are the condition stage's (`condition.photos01`);
+        the options' texture size, texture and delight apply to the whole batch."""
         coefficients = fit.coefficients
         front_shape, _ = self.front_model.compute_shape(coefficients.id, coefficients.exp)
         front_colors = self.front_model.compute_color(
@@ -53,7 +52,7 @@ class TextureStage:
             # hidden behind others, which the official normal test lets through.
             unoccluded = depth_visible_vertices(fit.projected_crop, fit.vertices_camera[..., 2],
                                                 self.raster_triangles, self.rasterizer)
-            normals = fit.normals_rotated
+            normals, photos01 = fit.normals_rotated, condition.photos01
             # Photos differ in size: sampled one size at a time, then blended as a batch.
             samples = [remap_texture_from_image(group, photos01.rows(fit.projected, g), photos01.rows(normals, g),
                                                 condition.skin.tensors[g], layout.vertex_index,

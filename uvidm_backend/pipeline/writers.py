@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from uvidm_backend.pipeline import png
-from uvidm_backend.pipeline.files import Head, limit_folder_threads, write_head_folder
+from uvidm_backend.pipeline.files import Head, write_head_folder
 from uvidm_backend.pipeline.png import available_cores
 
 __all__ = ["FolderWriters", "default_write_processes"]
@@ -56,11 +56,10 @@ def default_write_processes(device_type: str, cores: int | None = None) -> int:
     return max(1, min(MAX_WRITE_PROCESSES, cores - CORES_KEPT))
 
 
-def _start_writer(folder_threads: int) -> None:
+def _start_writer() -> None:
     if hasattr(os, "nice"):
         os.nice(WRITER_NICENESS)
     png.limit_threads(1)
-    limit_folder_threads(folder_threads)
 
 
 def _ready() -> int:
@@ -74,9 +73,9 @@ class FolderWriters:
 
     def __init__(self, processes: int = 0, folder_threads: int = PROCESS_FOLDER_THREADS):
         self.processes = max(0, processes)
+        self.folder_threads = max(1, folder_threads)
         if self.processes:
             self._executor: Executor = ProcessPoolExecutor(self.processes, initializer=_start_writer,
-                                                           initargs=(folder_threads,),
                                                            mp_context=multiprocessing.get_context("spawn"))
             # Start every worker now: each imports the writing code (and torch, a second or two) while the
             # caller loads models or runs its first batch.
@@ -99,7 +98,8 @@ class FolderWriters:
             return self._executor.submit(write_head_folder, head, folder, overwrite, started)
         block, shared = _share_images(head)
         try:
-            future = self._executor.submit(write_head_folder, shared, folder, overwrite, started)
+            future = self._executor.submit(write_head_folder, shared, folder, overwrite, started,
+                                           self.folder_threads)
         except BaseException:
             block.unlink()
             raise
