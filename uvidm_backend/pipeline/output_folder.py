@@ -96,11 +96,12 @@ def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def write_png(image: np.ndarray | Image.Image, path: str | os.PathLike[str], compress_level: int = 1) -> Path:
+def write_png(image: np.ndarray | Image.Image, path: str | os.PathLike[str]) -> Path:
     """Write an 8-bit image (H, W), (H, W, 3) or (H, W, 4) uint8 array, or a PIL image, as a PNG, atomically.
 
-    zlib level 1 by default, as albedo.png: on a smooth 1024² texture level 6 took 7.6 times as long (206
-    against 27 ms on one core) for a file 26% smaller, and a folder run writes two such textures a head.
+    Fast deflate (`pipeline.png`'s default level): on a smooth 1024² texture zlib's level 6 took 7.6 times as
+    long as its level 1 (206 against 27 ms on one core) for a file 26% smaller, and a folder run writes two such
+    textures a head.
 
     Floating-point arrays are refused rather than guessed at (0..1 or 0..255?): convert first.
     Arrays and L/RGB/RGBA images are compressed on every core (`pipeline.png`); other PIL modes
@@ -108,9 +109,9 @@ def write_png(image: np.ndarray | Image.Image, path: str | os.PathLike[str], com
     """
     if isinstance(image, Image.Image) and image.mode not in ("L", "RGB", "RGBA"):
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=compress_level)
+        image.save(buffer, format="PNG", compress_level=1)
         return write_bytes(buffer.getvalue(), path)
-    return write_bytes(encode_png(np.asarray(image), level=compress_level), path)
+    return write_bytes(encode_png(np.asarray(image)), path)
 
 
 def _json_default(value: Any) -> Any:
