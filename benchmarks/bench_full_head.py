@@ -1,6 +1,9 @@
 """The full head's cost and quality:
 `python benchmarks/bench_full_head.py [--ict DIR | --ict-cache ict_model.npz] [--bfm DIR] [--device cuda]`.
 
+`--full-model [--models DIR] --request-samplers ddim:50 dpmpp:20`: the whole request (below) on the full-size
+random-weight model with those samplers, as a request runs (default: the tiny model, two DDIM steps).
+
 Prints, as JSON: one-time costs (ICT conversion, cached load, ICT<->BFM correspondence, eye textures,
 cached), the first request at --texture-size (skin layout rasterised on the device) and the first one of a
 new process (layout read from disk), the per-request cost of `make_head` and of its files, per part (fit,
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_batch import model_folder
 from bench_pipeline import default_photo
 
 from uvidm_backend.devtools.ict_fixture import write_ict_folder
@@ -46,6 +50,7 @@ from uvidm_backend.pipeline import GenerateOptions
 from uvidm_backend.pipeline.export import morphed_glb_bytes, write_morphed_obj
 from uvidm_backend.pipeline.pipeline import Pipeline
 from uvidm_backend.pipeline.png import encode_png
+from uvidm_backend.registry import ModelPaths
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LANDMARKS = next((root / "shared" / "fixtures" / "landmarks.json" for root in (REPOSITORY, REPOSITORY.parent)
@@ -149,11 +154,14 @@ def part_timings(model: FullHeadModel, head, identity_shape: np.ndarray, shape: 
 
 
 def whole_request(model: FullHeadModel | None, ict_key: str, size: int, device: str, repeats: int, root: Path,
-                  photo: Path, landmarks_file: Path) -> dict:
-    """What the full head adds to `Pipeline.generate_to_folder`: head "both" against "bfm" (alternating), on the
-    tiny random-weight model folder with a BFM head of the real one's density and t1.jpg with its fixture
-    landmarks; `model` (the real ICT model, built for that BFM head) replaces the folder's synthetic one."""
-    paths = write_model_folder(root / "models", head_grid_step_deg=1.25, full_head=True)
+                  photo: Path, landmarks_file: Path, sampler: str = "ddim", steps: int = 2,
+                  paths: ModelPaths | None = None) -> dict:
+    """What the full head adds to `Pipeline.generate_to_folder`: head "both" against "bfm" (alternating), with
+    `sampler` and `steps`, on the model folder `paths` (default: the tiny random-weight one with a BFM head of
+    the real one's density) and t1.jpg with its fixture landmarks; `model` (the real ICT model, built for that
+    BFM head) replaces the folder's synthetic one. (The full head's geometry is made while the texture is
+    sampled: with the tiny model's two steps, nothing hides it.)"""
+    paths = paths or write_model_folder(root / "models", head_grid_step_deg=1.25, full_head=True)
     pipeline = Pipeline.load(paths, device=device)
     if model is not None:
         mean = pipeline.head_model.mean_shape.reshape(-1, 3).cpu().double().numpy()
@@ -162,7 +170,8 @@ def whole_request(model: FullHeadModel | None, ict_key: str, size: int, device: 
     timings: dict[str, list[dict]] = {"bfm": [], "both": []}
     for run in range(repeats + 1):  # the first of each: warm-up (the skin layout at this size, graph capture)
         for head in ("bfm", "both") if run % 2 else ("both", "bfm"):  # either first as often
-            options = GenerateOptions(landmarks=landmarks, steps=2, texture_size=size, head=head)
+            options = GenerateOptions(landmarks=landmarks, sampler=sampler, steps=steps, texture_size=size,
+                                      head=head)
             out = pipeline.generate_to_folder(photo, root / f"{head}-{run}", options)
             if run:
                 timings[head].append(json.loads((out / "result.json").read_text())["timings"])
@@ -170,7 +179,8 @@ def whole_request(model: FullHeadModel | None, ict_key: str, size: int, device: 
     def median(head: str, stage: str) -> float:
         return statistics.median(t.get(stage, 0.0) for t in timings[head])
 
-    return {"request_bfm_s": round(median("bfm", "total"), 4), "request_both_s": round(median("both", "total"), 4),
+    return {"sampler": f"{sampler}:{steps}", "request_bfm_s": round(median("bfm", "total"), 4),
+            "request_both_s": round(median("both", "total"), 4),
             "adds_s": round(median("both", "total") - median("bfm", "total"), 4),
             "full_head_stage_s": round(median("both", "full_head"), 4),
             "files_bfm_s": round(median("bfm", "files"), 4), "files_both_s": round(median("both", "files"), 4),
@@ -192,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo", type=Path,
                         help="the whole request's photo, one of --landmarks (default: insightface's t1.jpg)")
     parser.add_argument("--landmarks", type=Path, default=LANDMARKS, help="landmarks.json of the shared fixtures")
+    parser.add_argument("--request-samplers", nargs="+", default=["ddim:2"], metavar="SAMPLER:STEPS",
+                        help="the whole request's samplers (ddim:50 is a request's default)")
+    parser.add_argument("--full-model", action="store_true",
+                        help="the whole request on the full-size random-weight model (as bench_batch.py)")
+    parser.add_argument("--models", type=Path, help="with --full-model: keep that model folder here, reuse it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -249,8 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     elif not (photo.is_file() and args.landmarks and args.landmarks.is_file()):
         report["whole_request"] = f"skipped: no photo ({photo}) or landmarks ({args.landmarks})"
     else:
-        report["whole_request"] = whole_request(model if args.ict or args.ict_cache else None, ict_key, texels,
-                                                args.device, args.repeats, scratch / "request", photo, args.landmarks)
+        paths = model_folder(scratch, True, args.models) if args.full_model else None
+        report["request_model"] = "full-size, random weights" if args.full_model else "tiny, random weights"
+        for name, steps in (entry.split(":") for entry in args.request_samplers):
+            key = "whole_request" if len(args.request_samplers) == 1 else f"whole_request_{name}{steps}"
+            report[key] = whole_request(model if args.ict or args.ict_cache else None, ict_key, texels, args.device,
+                                        args.repeats, scratch / f"request-{name}{steps}", photo, args.landmarks,
+                                        name, int(steps), paths)
     report.update({key: head.info[key] for key in ("vertices", "triangles", "ict_vertices", "shape_keys",
                                                     "landmark_residual_mm", "surface_residual_mm")})
     report["matched_skin_vertices"] = int((model.correspondence.texture_weight > 0).sum())

@@ -136,10 +136,12 @@ class FullHead:
 @dataclass(frozen=True, eq=False)
 class ShapedHead:
     """A full head's geometry fitted to a BFM head, before its texture (`FullHeadModel.shape_head`): the fit,
-    the placed vertices (metres, the expression not applied), each part's normals (posed) and morph targets."""
+    the placed vertices (metres, the expression not applied) and posed ones, each part's normals (posed) and
+    morph targets."""
 
     fit: FullHeadFit
     placed: np.ndarray
+    posed: np.ndarray  # `placed` with the expression
     normals: tuple[np.ndarray, ...]
     targets: tuple[MorphTargets, ...]
 
@@ -294,7 +296,7 @@ class FullHeadModel:
             expression = np.einsum("e,enc->nc", fit.expression, ict.expressions)
             posed = placed + fit.place_offsets(expression) * METRES_PER_BFM_UNIT
         to_metres = fit.scale * METRES_PER_BFM_UNIT * fit.rotation.T  # ICT offsets (rows, cm) -> metres
-        return ShapedHead(fit, placed,
+        return ShapedHead(fit, placed, posed,
                           tuple(part_normals(posed, part, sums) for part, sums in zip(self.parts, self.normal_sums,
                                                                                       strict=True)),
                           tuple(targets.transformed(to_metres) for targets in self.targets_cm))
@@ -316,7 +318,7 @@ class FullHeadModel:
             materials.append(Material(f"{name}_{spec.name}", spec.base_color, texture, spec.roughness, spec.blend,
                                       double_sided=spec.blend))
             parts.append(MeshPart(len(materials) - 1, shaped.placed[part.source], normals, part.uv, part.faces,
-                                  targets))
+                                  targets, posed=shaped.posed[part.source] if fit.expression.any() else None))
         mesh = MorphedMesh(name, tuple(parts), tuple(materials), ict.expression_names,
                            tuple(float(w) for w in fit.expression))
         info = {"vertices": int(sum(len(p.vertices) for p in parts)),

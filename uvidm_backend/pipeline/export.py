@@ -422,7 +422,9 @@ class MorphTargets:
 @dataclass(frozen=True, eq=False)
 class MeshPart:
     """One material's share of a mesh: its own vertices (metres), normals, UVs (v up) and triangles;
-    `targets` are the morph targets' position offsets in metres (`MorphTargets`, or (E, N, 3) offsets)."""
+    `targets` are the morph targets' position offsets in metres (`MorphTargets`, or (E, N, 3) offsets);
+    `posed`: the vertices with the targets applied at the mesh's weights, where the maker has them already
+    (None: `MorphedMesh.posed_vertices` sums the targets)."""
 
     material: int
     vertices: np.ndarray
@@ -430,11 +432,14 @@ class MeshPart:
     uv: np.ndarray
     faces: np.ndarray
     targets: MorphTargets
+    posed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         vertices = _frozen(self.vertices, np.float32, "vertices", (None, 3))
         count = len(vertices)
         object.__setattr__(self, "vertices", vertices)
+        if self.posed is not None:
+            object.__setattr__(self, "posed", _frozen(self.posed, np.float32, "posed", (count, 3)))
         object.__setattr__(self, "normals", _frozen(self.normals, np.float32, "normals", (count, 3)))
         object.__setattr__(self, "uv", _frozen(self.uv, np.float32, "uv", (count, 2)))
         faces = _frozen(self.faces, np.int64, "faces", (None, 3))
@@ -478,6 +483,8 @@ class MorphedMesh:
         """The part's vertices with the morph targets applied at `weights`."""
         if not self.weights:
             return part.vertices
+        if part.posed is not None:
+            return part.posed
         return part.vertices + part.targets.applied(np.asarray(self.weights, np.float32))
 
 
@@ -486,25 +493,29 @@ SPARSE_SHARE = 0.75  # a target with fewer moving vertices than this share is st
 
 
 class _GLBWriter:
-    """Buffer views and accessors of one binary glTF, appended as they come."""
+    """Buffer views and accessors of one binary glTF, appended as they come; the binary chunk's pieces are
+    joined once, into the file."""
 
     def __init__(self):
-        self.blob = bytearray()
+        self.pieces: list[bytes | memoryview] = []
+        self.length = 0
         self.views: list[dict] = []
         self.accessors: list[dict] = []
 
-    def view(self, raw: bytes, target: int | None = None) -> int:
-        view = {"buffer": 0, "byteOffset": len(self.blob), "byteLength": len(raw)}
+    def view(self, raw: bytes | memoryview, target: int | None = None) -> int:
+        view = {"buffer": 0, "byteOffset": self.length, "byteLength": len(raw)}
         if target is not None:
             view["target"] = target
         self.views.append(view)
-        self.blob += raw + b"\0" * (-len(raw) % 4)
+        padding = -len(raw) % 4
+        self.pieces += [raw, b"\0" * padding]
+        self.length += len(raw) + padding
         return len(self.views) - 1
 
     def accessor(self, data: np.ndarray, kind: str, target: int | None, bounds: bool = False) -> int:
         component = GLTF_UINT32 if data.dtype.kind in "iu" else GLTF_FLOAT
-        data = np.ascontiguousarray(data, np.uint32 if component == GLTF_UINT32 else np.float32)
-        accessor = {"bufferView": self.view(data.astype("<" + data.dtype.str[1:]).tobytes(), target),
+        data = np.ascontiguousarray(data, "<u4" if component == GLTF_UINT32 else "<f4")
+        accessor = {"bufferView": self.view(_raw(data), target),
                     "componentType": component, "type": kind, "count": int(data.shape[0])}
         if bounds:
             accessor["min"], accessor["max"] = data.min(axis=0).tolist(), data.max(axis=0).tolist()
@@ -515,26 +526,36 @@ class _GLBWriter:
         """The morph targets' POSITION accessors: sparse when few vertices move, no data at all when none do."""
         lows, highs = targets.bounds()
         small = targets.count <= 65535
+        # Every target's indices and offsets converted at once; each target's share is a slice of them.
+        all_rows = _raw(np.ascontiguousarray(targets.rows, "<u2" if small else "<u4"))
+        all_offsets = _raw(np.ascontiguousarray(targets.offsets, "<f4"))
+        row_bytes, offset_bytes = (2 if small else 4), 12
         indices = []
         for index in range(len(targets)):
-            rows, offsets = targets.target(index)
+            start, stop = int(targets.starts[index]), int(targets.starts[index + 1])
             accessor = {"componentType": GLTF_FLOAT, "type": "VEC3", "count": int(targets.count),
                         "min": lows[index].tolist(), "max": highs[index].tolist()}
-            if len(rows) == 0:
+            if stop == start:
                 pass  # an accessor without a buffer view reads as zeros
-            elif len(rows) < SPARSE_SHARE * targets.count:
+            elif stop - start < SPARSE_SHARE * targets.count:
                 accessor["sparse"] = {
-                    "count": int(len(rows)),
-                    "indices": {"bufferView": self.view(rows.astype("<u2" if small else "<u4").tobytes()),
+                    "count": stop - start,
+                    "indices": {"bufferView": self.view(all_rows[start * row_bytes:stop * row_bytes]),
                                 "componentType": GLTF_UINT16 if small else GLTF_UINT32},
-                    "values": {"bufferView": self.view(offsets.astype("<f4").tobytes())}}
+                    "values": {"bufferView": self.view(all_offsets[start * offset_bytes:stop * offset_bytes])}}
             else:
+                rows, offsets = targets.target(index)
                 dense = np.zeros((targets.count, 3), "<f4")
                 dense[rows] = offsets
-                accessor["bufferView"] = self.view(dense.tobytes(), GLTF_ARRAY_BUFFER)
+                accessor["bufferView"] = self.view(_raw(dense), GLTF_ARRAY_BUFFER)
             self.accessors.append(accessor)
             indices.append(len(self.accessors) - 1)
         return indices
+
+
+def _raw(array: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array, without a copy."""
+    return memoryview(array.reshape(-1).view(np.uint8))
 
 
 def morphed_glb_bytes(mesh: MorphedMesh, pngs: dict[int, bytes] | None = None) -> bytes:
@@ -583,16 +604,16 @@ def morphed_glb_bytes(mesh: MorphedMesh, pngs: dict[int, bytes] | None = None) -
         "materials": materials,
         "accessors": writer.accessors,
         "bufferViews": writer.views,
-        "buffers": [{"byteLength": len(writer.blob)}],
+        "buffers": [{"byteLength": writer.length}],
     }
     if textures:
         tree.update(textures=textures, images=images,
                     samplers=[{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}])
     text = json.dumps(tree, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 4)
-    total = 12 + 8 + len(text) + 8 + len(writer.blob)
+    total = 12 + 8 + len(text) + 8 + writer.length
     return b"".join([struct.pack("<4sII", b"glTF", 2, total), struct.pack("<I4s", len(text), b"JSON"), text,
-                     struct.pack("<I4s", len(writer.blob), b"BIN\0"), bytes(writer.blob)])
+                     struct.pack("<I4s", writer.length, b"BIN\0"), *writer.pieces])
 
 
 def texture_file_name(material: Material) -> str:
