@@ -4,13 +4,12 @@ import json
 import os
 import pickle
 
-import numpy as np
 import pytest
-from PIL import Image
 from pipeline.photos import fixture_landmarks, sample_photo
 
 from uvidm_backend.devtools.model_folder import write_model_folder
 from uvidm_backend.pipeline import GenerateOptions, png
+from uvidm_backend.pipeline.files import write_head_folder
 from uvidm_backend.pipeline.folder_run import PhotoJob, run_jobs
 from uvidm_backend.pipeline.writers import WRITER_NICENESS, FolderWriters, default_write_processes
 
@@ -68,37 +67,45 @@ def test_processes_write_the_folders_threads_write(tmp_path, full_pipeline, monk
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="shared memory is listed in /dev/shm on Linux")
-def test_images_reach_the_processes_through_shared_memory_that_is_gone_once_written(tmp_path, pipeline,
+def test_arrays_reach_the_processes_through_shared_memory_that_is_gone_once_written(tmp_path, full_pipeline,
                                                                                    monkeypatch):
     from uvidm_backend.pipeline import writers as writers_module
 
     faces = fixture_landmarks()["t1.jpg"]["faces"]
-    head = pipeline.generate(sample_photo("t1.jpg"), GenerateOptions(landmarks=faces[0]["lm5"], **FAST))
-    blocks = []
-    share = writers_module._share_images
+    heads = [full_pipeline.generate(sample_photo("t1.jpg"), GenerateOptions(landmarks=faces[0]["lm5"], head="both",
+                                                                             seed=seed, **FAST)) for seed in range(3)]
+    packed = []
+    pack = writers_module._Transport.pack
 
-    def recorded(shared_head):
-        block, shared = share(shared_head)
-        blocks.append(block.name)
+    def recorded(transport, shared_head):
+        payload, places, block = pack(transport, shared_head)
+        packed.append((len(payload), block.name, dict(transport._constants)))
         assert os.path.exists(f"/dev/shm/{block.name}")
-        return block, shared
+        return payload, places, block
 
-    monkeypatch.setattr(writers_module, "_share_images", recorded)
+    monkeypatch.setattr(writers_module._Transport, "pack", recorded)
+    monkeypatch.setattr(writers_module, "MIN_SHARED_BYTES", 1024)  # the tiny model's faces too
     with FolderWriters(processes=1) as writers:
-        for future in [writers.submit(head, tmp_path / f"head{i}") for i in range(3)]:
+        for future in [writers.submit(head, tmp_path / f"head{i}") for i, head in enumerate(heads)]:
             future.result()
-    assert len(set(blocks)) == 3  # one block a head
-    assert not any(os.path.exists(f"/dev/shm/{name}") for name in blocks)  # unlinked once written
-    with Image.open(tmp_path / "head2" / "albedo.png") as written:
-        assert np.array_equal(np.asarray(written), head.albedo)
-    # The writer's pickle of a head holds no image: only where to find it.
-    block, shared = share(head)
-    try:
-        images = head.albedo.nbytes + head.albedo_model.nbytes + head.albedo_model_matched.nbytes + head.preview.nbytes
-        assert len(pickle.dumps(shared)) < len(pickle.dumps(head)) - images + 1024  # a few bytes an image
-        assert np.array_equal(pickle.loads(pickle.dumps(shared)).preview, head.preview)
-    finally:
-        block.unlink()
+        constants = [block.name for _, block in writers._transport._constants.values()]
+    names = [name for _, name, _ in packed]
+    assert len(set(names)) == 3  # a block a head
+    assert not any(os.path.exists(f"/dev/shm/{name}") for name in names + constants)  # unlinked once written
+    # The arrays every head shares (the model's faces and UVs) got blocks of their own when they came again.
+    first, second, third = (set(map(id, [array for array, _ in kept.values()])) for _, _, kept in packed)
+    assert not first and second == third
+    assert {id(heads[0].mesh.faces), id(heads[0].mesh.uv)} <= second
+    assert id(heads[0].albedo) not in second and id(heads[1].mesh.vertices) not in second
+    # The pickle holds no array, only where to find it: tens of kilobytes besides the eyes' PNGs (bytes).
+    head = heads[2]
+    arrays = head.albedo.nbytes + head.preview.nbytes + head.mesh.vertices.nbytes + head.mesh.faces.nbytes
+    pngs = sum(len(data) for data in head.full.pngs.values())
+    assert all(size < pngs + 32 * 1024 < arrays for size, _, _ in packed)
+    expected = tmp_path / "by_thread"
+    monkeypatch.setattr(png, "_default_threads", 1)  # one band a PNG, as in a writer process
+    write_head_folder(head, expected)
+    assert folder_contents(tmp_path / "head2") == folder_contents(expected)
 
 
 def test_an_error_in_a_writer_process_fails_that_folder_and_leaves_it_as_it_was(tmp_path, pipeline):

@@ -4,8 +4,9 @@ cores to spare.
 Writing a head's folder is CPU work (PNG, GLB, OBJ text). Zlib and numpy release the GIL, but the Python
 around them holds it, and every kernel launch of the GPU's thread waits for the GIL: beside threads that
 write, a batch's many small launches slow down several times. Worker processes have a GIL each. Their
-heads' images (tens of megabytes a batch) reach them through shared memory, so that the GPU's process only
-copies them once, without the GIL, instead of pickling them through a pipe. Each process writes on one
+heads' arrays (images, meshes, full heads: megabytes a head) reach them through shared memory (`_Transport`),
+so that the GPU's process copies them once, without the GIL, and the pool's one pipe, fed by one thread to
+processes at a lower priority, carries kilobytes a head. Each process writes on one
 thread (one PNG band at a time) and the pool leaves cores free: the GPU's thread, the finishing thread and
 the photos' preparation need them (scheduling by priority alone, `WRITER_NICENESS`, is not honoured by every
 container runtime). Processes are started with "spawn" (a forked copy of a process that holds CUDA is
@@ -14,10 +15,12 @@ unsafe) and import the writing code once, when the pool opens, while the first b
 
 from __future__ import annotations
 
-import dataclasses
+import io
 import multiprocessing
 import os
+import pickle
 import sys
+import weakref
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -43,8 +46,6 @@ CORES_KEPT = 4
 PROCESS_FOLDER_THREADS = 1
 #: How much lower the writer processes' CPU priority is (POSIX nice).
 WRITER_NICENESS = 10
-#: The head's images sent through shared memory (the mesh's texture is the albedo itself).
-SHARED_IMAGES = ("albedo", "albedo_model", "albedo_model_matched", "preview")
 
 
 def default_write_processes(device_type: str, cores: int | None = None) -> int:
@@ -74,6 +75,7 @@ class FolderWriters:
     def __init__(self, processes: int = 0, folder_threads: int = PROCESS_FOLDER_THREADS):
         self.processes = max(0, processes)
         self.folder_threads = max(1, folder_threads)
+        self._transport = _Transport()
         if self.processes:
             self._executor: Executor = ProcessPoolExecutor(self.processes, initializer=_start_writer,
                                                            mp_context=multiprocessing.get_context("spawn"))
@@ -96,19 +98,22 @@ class FolderWriters:
         """
         if not self.processes:
             return self._executor.submit(write_head_folder, head, folder, overwrite, started)
-        block, shared = _share_images(head)
+        payload, places, block = self._transport.pack(head)
         try:
-            future = self._executor.submit(write_head_folder, shared, folder, overwrite, started,
-                                           self.folder_threads)
+            future = self._executor.submit(_write_packed, payload, places, block and block.name, folder, overwrite,
+                                           started, self.folder_threads)
         except BaseException:
-            block.unlink()
+            if block is not None:
+                block.close()
+                block.unlink()
             raise
-        # Written (or failed): the name goes; this process's mapping goes with the last of its images.
-        future.add_done_callback(lambda _: block.unlink())
+        if block is not None:  # written (or failed): the block goes
+            future.add_done_callback(lambda _: (block.close(), block.unlink()))
         return future
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self._transport.close()
 
     def __enter__(self) -> FolderWriters:
         return self
@@ -117,58 +122,127 @@ class FolderWriters:
         self.close()
 
 
-class _SharedImage(np.ndarray):
-    """A read-only image in a shared-memory block: pickled as the block's name and the image's place in it; the
-    process that unpickles it copies it out (and lets go of the block at once). It holds the block, which
-    unmaps when its last image goes."""
+class _Transport:
+    """Heads pickled for the writer processes with their arrays in shared memory, so that the pipe to the pool
+    (one for all its processes, fed by one thread) carries a few kilobytes a head instead of megabytes.
 
-    _block: shared_memory.SharedMemory
-    _offset: int
+    An array that comes back in a later head (the same read-only object: the model's faces, UVs, morph-target
+    rows) is copied once into a block of its own, which the writers map once and keep: each of them holds one
+    array object for it, so their caches keyed by identity (an OBJ's face lines) hit. The head's other arrays go
+    into one block per head, which the writer copies out of at once; the caller unlinks it once the folder is
+    written. `pack` is called from one thread.
+    """
 
-    def __reduce__(self):
-        block = getattr(self, "_block", None)
-        if block is None:  # a view made from it: an ordinary array
-            return np.asarray(self).__reduce__()
-        return _copy_out, (block.name, self._offset, self.shape, self.dtype.str)
+    def __init__(self):
+        self._seen: dict[int, weakref.ref] = {}  # read-only arrays sent once, by id
+        self._constants: dict[int, tuple[np.ndarray, shared_memory.SharedMemory]] = {}
 
-    def __reduce_ex__(self, protocol):
-        return self.__reduce__()
+    def pack(self, head: Head) -> tuple[bytes, list[tuple], shared_memory.SharedMemory | None]:
+        """(pickle, the head's arrays' places in its block, the block) for `_write_packed`."""
+        arrays: list[np.ndarray] = []
+        ids: dict[int, tuple] = {}  # an array the head holds twice (the albedo is the mesh's texture) goes once
+        transport = self
+
+        class Pickler(pickle.Pickler):
+            def persistent_id(self, obj):
+                if type(obj) is not np.ndarray or obj.nbytes < MIN_SHARED_BYTES or obj.dtype.hasobject:
+                    return None
+                pid = ids.get(id(obj))
+                if pid is None:
+                    block = transport._constant(obj)
+                    if block is not None:
+                        pid = ("constant", block.name, obj.shape, obj.dtype.str)
+                    else:
+                        arrays.append(obj)
+                        pid = ("head", len(arrays) - 1)
+                    ids[id(obj)] = pid
+                return pid
+
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(head)
+        places, size = [], 0
+        for array in arrays:
+            places.append((size, array.shape, array.dtype.str))
+            size += -(-array.nbytes // 64) * 64
+        if not arrays:
+            return buffer.getvalue(), places, None
+        block = shared_memory.SharedMemory(create=True, size=size)
+        try:
+            for array, (offset, shape, dtype) in zip(arrays, places, strict=True):
+                np.copyto(np.ndarray(shape, dtype, buffer=block.buf, offset=offset), array)  # without the GIL
+        except BaseException:
+            block.close()
+            block.unlink()
+            raise
+        return buffer.getvalue(), places, block
+
+    def _constant(self, array: np.ndarray) -> shared_memory.SharedMemory | None:
+        key = id(array)
+        kept = self._constants.get(key)
+        if kept is not None and kept[0] is array:
+            return kept[1]
+        if array.flags.writeable:  # may change: never shared between heads
+            return None
+        seen = self._seen.get(key)
+        if seen is None or seen() is not array:
+            def forget(ref: weakref.ref, key: int = key) -> None:
+                if self._seen.get(key) is ref:
+                    del self._seen[key]
+
+            self._seen[key] = weakref.ref(array, forget)
+            return None
+        del self._seen[key]
+        block = shared_memory.SharedMemory(create=True, size=max(1, array.nbytes))
+        np.copyto(np.ndarray(array.shape, array.dtype, buffer=block.buf), array)
+        self._constants[key] = (array, block)  # holding the array keeps its id from being reused
+        return block
+
+    def close(self) -> None:
+        for _, block in self._constants.values():
+            block.close()
+            block.unlink()
+        self._constants.clear()
 
 
-def _share_images(head: Head) -> tuple[shared_memory.SharedMemory, Head]:
-    """`head` with its images (`SHARED_IMAGES`) in one new shared-memory block, and the block (the caller
-    unlinks it once the head is written)."""
-    images = {name: np.ascontiguousarray(getattr(head, name)) for name in SHARED_IMAGES}
-    block = shared_memory.SharedMemory(create=True, size=max(1, sum(image.nbytes for image in images.values())))
-    shared, offset = {}, 0
+#: Arrays under this size travel inside the pickle.
+MIN_SHARED_BYTES = 1 << 16
+#: A writer process's shared arrays, by block name (mapped for the process's life).
+_attached_constants: dict[str, tuple[shared_memory.SharedMemory, np.ndarray]] = {}
+
+
+def _write_packed(payload: bytes, places: list[tuple], block_name: str | None, folder: Path, overwrite: bool,
+                  started: float | None, threads: int) -> Path:
+    """`write_head_folder` of a head `_Transport.pack`ed in the GPU's process."""
+    block = _attach(block_name) if block_name else None
+    copied: dict[int, np.ndarray] = {}
     try:
-        for name, image in images.items():
-            view = np.ndarray(image.shape, image.dtype, buffer=block.buf, offset=offset).view(_SharedImage)
-            np.copyto(view, image)  # large copies run without the GIL
-            view.setflags(write=False)
-            view._block, view._offset = block, offset
-            shared[name] = view
-            offset += image.nbytes
-        mesh = head.mesh
-        if mesh.texture is head.albedo:  # one image, not two
-            mesh = dataclasses.replace(mesh, texture=shared["albedo"])
-        return block, dataclasses.replace(head, mesh=mesh, **shared)
-    except BaseException:
-        shared.clear()
-        block.unlink()
-        raise
+        class Unpickler(pickle.Unpickler):
+            def persistent_load(self, pid):
+                if pid[0] == "constant":
+                    return _attached_constant(*pid[1:])
+                array = copied.get(pid[1])
+                if array is None:
+                    offset, shape, dtype = places[pid[1]]
+                    array = np.ndarray(shape, np.dtype(dtype), buffer=block.buf, offset=offset).copy()
+                    array.setflags(write=False)
+                    copied[pid[1]] = array
+                return array
 
-
-def _copy_out(name: str, offset: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    block = _attach(name)
-    try:
-        view = np.ndarray(shape, np.dtype(dtype), buffer=block.buf, offset=offset)
-        image = view.copy()
-        del view
+        head = Unpickler(io.BytesIO(payload)).load()
     finally:
-        block.close()
-    image.setflags(write=False)
-    return image
+        if block is not None:
+            block.close()
+    return write_head_folder(head, folder, overwrite, started, threads)
+
+
+def _attached_constant(name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    kept = _attached_constants.get(name)
+    if kept is None:
+        block = _attach(name)
+        array = np.ndarray(shape, np.dtype(dtype), buffer=block.buf)
+        array.setflags(write=False)
+        kept = _attached_constants[name] = (block, array)
+    return kept[1]
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
