@@ -161,6 +161,7 @@ def whole_request(model: FullHeadModel | None, ict_key: str, size: int, device: 
     the real one's density) and t1.jpg with its fixture landmarks; `model` (the real ICT model, built for that
     BFM head) replaces the folder's synthetic one. (The full head's geometry is made while the texture is
     sampled: with the tiny model's two steps, nothing hides it.)"""
+    root.mkdir(parents=True, exist_ok=True)  # also where the ICT model's caches go
     paths = paths or write_model_folder(root / "models", head_grid_step_deg=1.25, full_head=True)
     pipeline = Pipeline.load(paths, device=device)
     if model is not None:

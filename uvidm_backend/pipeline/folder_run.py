@@ -153,7 +153,7 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
             ThreadPoolExecutor(1, thread_name_prefix="uvidm-finish") as finisher_thread, \
             (writers if own_writers else nullcontext()), quick_gil_handoffs():
         ahead: deque[tuple[PhotoJob, Future]] = deque()
-        finishing: deque[tuple[list, float, Future]] = deque()
+        finishing: deque[tuple[list, Future]] = deque()
         writing: deque[tuple[PhotoJob, Future]] = deque()
         pending: dict[tuple, list] = {}
         queue = iter(todo)
@@ -176,15 +176,27 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
                 else:
                     report(job, "done")
 
+        def finish_and_write(batch: list, networks, batch_started: float) -> list:
+            # On the finishing thread: the batch's heads, each handed to the writers at once (packing a head for a
+            # writer process copies megabytes: not on the GPU's thread).
+            outcomes = []
+            for (job, _), result in zip(batch, pipeline.finish(networks), strict=True):
+                if not isinstance(result, BaseException):
+                    try:
+                        result = writers.submit(result, job.folder, overwrite, batch_started)
+                    except Exception as error:  # noqa: BLE001 - this photo's folder fails alone
+                        result = error
+                outcomes.append(result)
+            return outcomes
+
         def deliver_finished() -> None:
-            # The finished batch's heads go to the writers.
             while finishing:
-                batch, batch_started, future = finishing.popleft()
-                for (job, _), result in zip(batch, future.result(), strict=True):
-                    if isinstance(result, BaseException):
-                        report(job, "failed", _message(result, job))
+                batch, future = finishing.popleft()
+                for (job, _), outcome in zip(batch, future.result(), strict=True):
+                    if isinstance(outcome, BaseException):
+                        report(job, "failed", _message(outcome, job))
                     else:
-                        writing.append((job, writers.submit(result, job.folder, overwrite, batch_started)))
+                        writing.append((job, outcome))
                 # At most two batches' heads in memory (and at least every writer busy).
                 collect_writes(keep=max(2 * batch_size, writers.slots))
 
@@ -193,7 +205,7 @@ def run_jobs(pipeline, jobs: Sequence[PhotoJob], batch_size: int, overwrite: boo
             networks = pipeline.run_networks([prepared for _, prepared in batch], run_batch=batch_size)
             # The previous batch was finished (meshes, previews) on the other thread while these networks ran.
             deliver_finished()
-            finishing.append((batch, batch_started, finisher.submit(pipeline.finish, networks)))
+            finishing.append((batch, finisher.submit(finish_and_write, batch, networks, batch_started)))
 
         if finish_beside is None:
             finish_beside = pipeline.device.type == "cuda"

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 import weakref
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import shared_memory
@@ -130,15 +131,20 @@ class _Transport:
     rows) is copied once into a block of its own, which the writers map once and keep: each of them holds one
     array object for it, so their caches keyed by identity (an OBJ's face lines) hit. The head's other arrays go
     into one block per head, which the writer copies out of at once; the caller unlinks it once the folder is
-    written. `pack` is called from one thread.
+    written.
     """
 
     def __init__(self):
         self._seen: dict[int, weakref.ref] = {}  # read-only arrays sent once, by id
         self._constants: dict[int, tuple[np.ndarray, shared_memory.SharedMemory]] = {}
+        self._lock = threading.Lock()  # runs that share the writers may pack on threads of their own
 
     def pack(self, head: Head) -> tuple[bytes, list[tuple], shared_memory.SharedMemory | None]:
         """(pickle, the head's arrays' places in its block, the block) for `_write_packed`."""
+        with self._lock:
+            return self._pack(head)
+
+    def _pack(self, head: Head) -> tuple[bytes, list[tuple], shared_memory.SharedMemory | None]:
         arrays: list[np.ndarray] = []
         ids: dict[int, tuple] = {}  # an array the head holds twice (the albedo is the mesh's texture) goes once
         transport = self
