@@ -127,10 +127,11 @@ def test_an_error_in_a_writer_process_fails_that_folder_and_leaves_it_as_it_was(
 def test_processes_only_beside_a_gpu_with_cores_to_spare():
     assert default_write_processes("cpu", cores=64) == 0
     assert default_write_processes("cuda", cores=2) == 0
-    # A core a process beyond the four kept for the GPU's process, at most 12.
-    assert default_write_processes("cuda", cores=16) == 12
-    assert default_write_processes("cuda", cores=128) == 12
-    assert default_write_processes("mps", cores=8) == 4
+    # A core a process beyond the eight kept for the GPU's process, at least one, at most 8.
+    assert default_write_processes("cuda", cores=16) == 8
+    assert default_write_processes("cuda", cores=12) == 4
+    assert default_write_processes("cuda", cores=128) == 8
+    assert default_write_processes("mps", cores=8) == 1
 
 
 def test_errors_of_every_kind_cross_a_process_boundary_whole():

@@ -36,14 +36,16 @@ __all__ = ["FolderWriters", "default_write_processes"]
 
 #: Writer threads when no processes are used (each folder's files are also written side by side inside).
 WRITE_THREADS = 2
-MAX_WRITE_PROCESSES = 12
+#: On an H100 machine of 16 cores, with heads sent through shared memory, 8 processes of one thread made 40.0
+#: heads/s (DPM++ 20, batch 32) where 12 made 23.0: the GPU's process needs the other cores (docs/PERFORMANCE.md).
+MAX_WRITE_PROCESSES = 8
 #: Below this many cores the networks (on the CPU) or the photos' preparation need them more than writers do.
 MIN_CORES_FOR_PROCESSES = 8
-#: Cores left to the GPU's process (its thread, the finishing thread, the preparing threads).
-CORES_KEPT = 4
+#: Cores left to the GPU's process (its thread, the finishing thread, the preparing threads, the pool's feeder).
+CORES_KEPT = 8
 #: Threads of a writer process writing one folder's files (each PNG in one band). One: a process's threads share
 #: its GIL, and on an H100 machine of 16 cores 12 processes of one thread wrote 28.3 heads/s where 6 of two
-#: wrote 19.7 (docs/PERFORMANCE.md).
+#: wrote 19.7 (docs/PERFORMANCE.md, eighth session).
 PROCESS_FOLDER_THREADS = 1
 #: How much lower the writer processes' CPU priority is (POSIX nice).
 WRITER_NICENESS = 10
@@ -51,7 +53,7 @@ WRITER_NICENESS = 10
 
 def default_write_processes(device_type: str, cores: int | None = None) -> int:
     """Writer processes for a run on `device_type`: beside a GPU on a machine of 8 or more cores, one for each
-    core beyond the `CORES_KEPT` (at most 12), else none (threads)."""
+    core beyond the `CORES_KEPT` (at least 1, at most 8), else none (threads)."""
     cores = cores or available_cores()
     if device_type == "cpu" or cores < MIN_CORES_FOR_PROCESSES:
         return 0
