@@ -63,15 +63,15 @@ def model_folder(root: Path, full_model: bool, models: Path | None):
 def bench(pipeline: Pipeline, jobs: list[PhotoJob], batch: int, writers: tuple[int, int] | None = None
           ) -> tuple[float, str]:
     """(heads/s, "stage seconds" of the slowest stage of a batch). `writers`: (processes, threads each) instead of
-    `run_jobs`'s default writers (started before the timed run)."""
-    from uvidm_backend.pipeline.writers import FolderWriters
+    the default writers of `uvidm generate`. The writers start before the timed run (as `uvidm generate` starts them
+    while the models load)."""
+    from uvidm_backend.pipeline.writers import FolderWriters, default_write_processes
 
     warm = [PhotoJob(job.photo, job.folder.with_name(job.folder.name + "-warm"), job.options) for job in jobs[:batch]]
-    pool = FolderWriters(*writers) if writers else None
-    run_jobs(pipeline, warm, batch, overwrite=True, writers=pool)
-    summary = run_jobs(pipeline, jobs, batch, overwrite=True, writers=pool)
-    if pool is not None:
-        pool.close()
+    pool = FolderWriters(*writers) if writers else FolderWriters(default_write_processes(pipeline.device.type))
+    with pool:
+        run_jobs(pipeline, warm, batch, overwrite=True, writers=pool)
+        summary = run_jobs(pipeline, jobs, batch, overwrite=True, writers=pool)
     if summary.failures:
         raise RuntimeError(f"{len(summary.failures)} photos failed, first: {summary.failures[0]}")
     timings = [json.loads((job.folder / "result.json").read_text())["timings"] for job in jobs]

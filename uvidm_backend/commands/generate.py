@@ -86,15 +86,8 @@ def photo_argument(value: str) -> Path:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from uvidm_backend.pipeline.folder_run import (
-        default_batch_size,
-        expand_photos,
-        output_folders,
-        run_jobs,
-        write_failures,
-    )
+    from uvidm_backend.pipeline.folder_run import expand_photos
+    from uvidm_backend.pipeline.writers import FolderWriters, default_write_processes
 
     try:
         base_options = GenerateOptions(steps=args.steps, eta=args.eta, seed=args.seed, sampler=args.sampler,
@@ -123,9 +116,28 @@ def run_generate(args: argparse.Namespace) -> int:
         except RayMissing as error:
             print(f"error: {error}")
             return 2
-    pipeline = load_pipeline(args)
-    if pipeline is None:
-        return 2
+    # The writer processes start (each imports the writing code, a second or two) while the models load.
+    with FolderWriters(default_write_processes(_device_type(args.device))) as writers:
+        pipeline = load_pipeline(args)
+        if pipeline is None:
+            return 2
+        return _generate_folder(args, pipeline, photos, base_options, writers)
+
+
+def _device_type(device: str) -> str:
+    from uvidm_backend.devices import pick_device
+
+    try:
+        return pick_device(device).type
+    except (RuntimeError, ValueError):  # not a device: the load says so
+        return "cpu"
+
+
+def _generate_folder(args: argparse.Namespace, pipeline, photos: list[Path], base_options: GenerateOptions,
+                     writers) -> int:
+    from tqdm import tqdm
+
+    from uvidm_backend.pipeline.folder_run import default_batch_size, output_folders, run_jobs, write_failures
 
     jobs, failures = photo_jobs(photos, output_folders(photos, args.output), base_options, args)
     batch_size = args.batch_size or default_batch_size(pipeline.device)
@@ -146,7 +158,7 @@ def run_generate(args: argparse.Namespace) -> int:
                 tqdm.write(f"{job.photo} -> {job.folder}")
             bar.set_postfix_str(f"batch {batch_size}" + (f", {failed} failed" if failed else ""))
 
-        summary = run_jobs(pipeline, jobs, batch_size, overwrite=args.overwrite, on_result=on_result)
+        summary = run_jobs(pipeline, jobs, batch_size, overwrite=args.overwrite, on_result=on_result, writers=writers)
     all_failures = [*failures, *summary.failures]
     failures_file = write_failures(args.output, all_failures, len(photos))
     if summary.skipped:

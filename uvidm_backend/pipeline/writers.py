@@ -37,7 +37,8 @@ __all__ = ["FolderWriters", "default_write_processes"]
 #: Writer threads when no processes are used (each folder's files are also written side by side inside).
 WRITE_THREADS = 2
 #: On an H100 machine of 16 cores, with heads sent through shared memory, 8 processes of one thread made 40.0
-#: heads/s (DPM++ 20, batch 32) where 12 made 23.0: the GPU's process needs the other cores (docs/PERFORMANCE.md).
+#: heads/s (DPM++ 20, batch 32) and 6 made 41.5, in two calls (docs/PERFORMANCE.md); the GPU's process keeps
+#: the other cores busy.
 MAX_WRITE_PROCESSES = 8
 #: Below this many cores the networks (on the CPU) or the photos' preparation need them more than writers do.
 MIN_CORES_FOR_PROCESSES = 8
