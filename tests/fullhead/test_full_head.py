@@ -82,6 +82,23 @@ def test_morph_targets_materials_and_weights(both):
     assert 0.001 < np.abs(jaw).max() < 0.05  # metres: millimetres to centimetres
 
 
+def test_obj_is_the_glb_at_its_default_weights(both):
+    """The OBJ (no shape keys) is posed with the expression that the GLB's default weights give: the vertices
+    the full head's shaping made, as an importer of the GLB computes them from the targets."""
+    tree, blob = read_glb(both / "head_full.glb")
+    mesh = tree["meshes"][0]
+    weights = np.asarray(mesh["weights"], np.float32)
+    assert weights.any()  # the photo's expression
+    posed = []
+    for primitive in mesh["primitives"]:
+        vertices = accessor_array(tree, blob, primitive["attributes"]["POSITION"]).astype(np.float64)
+        for weight, target in zip(weights, primitive["targets"], strict=True):
+            vertices = vertices + weight * accessor_array(tree, blob, target["POSITION"])
+        posed.append(vertices)
+    obj = [line.split()[1:] for line in (both / "head_full.obj").read_text().splitlines() if line.startswith("v ")]
+    np.testing.assert_allclose(np.asarray(obj, np.float64), np.concatenate(posed), rtol=0, atol=1e-6)
+
+
 def test_skin_is_closed_except_the_neck_and_normals_point_out(both):
     tree, blob = read_glb(both / "head_full.glb")
     skin = tree["meshes"][0]["primitives"][0]
