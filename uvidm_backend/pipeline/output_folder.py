@@ -99,9 +99,8 @@ def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
 def write_png(image: np.ndarray | Image.Image, path: str | os.PathLike[str]) -> Path:
     """Write an 8-bit image (H, W), (H, W, 3) or (H, W, 4) uint8 array, or a PIL image, as a PNG, atomically.
 
-    Fast deflate (`pipeline.png`'s default level): on a smooth 1024² texture zlib's level 6 took 7.6 times as
-    long as its level 1 (206 against 27 ms on one core) for a file 26% smaller, and a folder run writes two such
-    textures a head.
+    Deflated at `pipeline.png`'s fast default level: a folder run writes several 1024² textures a head, and a
+    stronger level costs several times the time for a file a quarter smaller.
 
     Floating-point arrays are refused rather than guessed at (0..1 or 0..255?): convert first.
     Arrays and L/RGB/RGBA images are compressed on every core (`pipeline.png`); other PIL modes

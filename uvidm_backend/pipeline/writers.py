@@ -50,6 +50,8 @@ CORES_KEPT = 8
 PROCESS_FOLDER_THREADS = 1
 #: How much lower the writer processes' CPU priority is (POSIX nice).
 WRITER_NICENESS = 10
+#: Arrays under this size travel inside a head's pickle, not through shared memory.
+MIN_SHARED_BYTES = 1 << 16
 
 
 def default_write_processes(device_type: str, cores: int | None = None) -> int:
@@ -79,7 +81,7 @@ class FolderWriters:
     def __init__(self, processes: int = 0, folder_threads: int = PROCESS_FOLDER_THREADS):
         self.processes = max(0, processes)
         self.folder_threads = max(1, folder_threads)
-        self._transport = _Transport()
+        self._transport = _Transport() if self.processes else None
         if self.processes:
             self._executor: Executor = ProcessPoolExecutor(self.processes, initializer=_start_writer,
                                                            mp_context=multiprocessing.get_context("spawn"))
@@ -117,7 +119,8 @@ class FolderWriters:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        self._transport.close()
+        if self._transport is not None:
+            self._transport.close()
 
     def __enter__(self) -> FolderWriters:
         return self
@@ -213,8 +216,6 @@ class _Transport:
         self._constants.clear()
 
 
-#: Arrays under this size travel inside the pickle.
-MIN_SHARED_BYTES = 1 << 16
 #: A writer process's shared arrays, by block name (mapped for the process's life).
 _attached_constants: dict[str, tuple[shared_memory.SharedMemory, np.ndarray]] = {}
 
