@@ -123,6 +123,10 @@ def test_box_mean_is_the_windowed_mean_clipped_to_the_image():
     x = torch.rand(1, 3, 20, 31, dtype=torch.float64)
     expected = torch.nn.functional.avg_pool2d(x, 7, stride=1, padding=3, count_include_pad=False)
     torch.testing.assert_close(texture.box_mean(x, 3), expected)
+    # Windows wider than the image: every pixel's window is the whole row or column, then the whole image.
+    torch.testing.assert_close(texture.box_mean(x, 40), x.mean((-2, -1), keepdim=True).expand_as(x))
+    rows = texture.box_mean(x[..., :1, :], 30)  # a 1-pixel-high image, windows of 61 along 31 columns
+    torch.testing.assert_close(rows, x[..., :1, :].mean(-1, keepdim=True).expand_as(rows))
 
 
 def test_official_texture_is_the_matched_texture_resized_and_clamped():

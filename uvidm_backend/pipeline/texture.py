@@ -84,13 +84,19 @@ def official_texture(matched: Tensor, size: int) -> Tensor:
 
 
 def _window_sums(x: Tensor, radius: int, dim: int) -> Tensor:
-    """Sums over [i - r, i + r] along `dim`, clipped to the image, from one cumulative sum."""
-    n = x.shape[dim]
-    index = torch.arange(n, device=x.device)
-    total = torch.cumsum(x, dim)
-    total = torch.cat([torch.zeros_like(total.narrow(dim, 0, 1)), total], dim)
-    high, low = (index + radius + 1).clamp(max=n), (index - radius).clamp(min=0)
-    return total.index_select(dim, high) - total.index_select(dim, low)
+    """Sums over [i - r, i + r] along `dim`, clipped to the image, from one cumulative sum: the prefix sums
+    padded with r + 1 zeros before and r copies of the total after, so that each window is the difference of
+    two slices (views: no gather, several times faster on the CPU than indexing the clipped ends)."""
+    axis = dim % x.dim()
+    n = x.shape[axis]
+    total = torch.cumsum(x, axis)
+
+    def repeated(edge: Tensor, count: int) -> Tensor:
+        return edge.expand(*(count if d == axis else size for d, size in enumerate(edge.shape)))
+
+    padded = torch.cat([repeated(torch.zeros_like(total.narrow(axis, 0, 1)), radius + 1), total,
+                        repeated(total.narrow(axis, n - 1, 1), radius)], axis)
+    return padded.narrow(axis, 2 * radius + 1, n) - padded.narrow(axis, 0, n)
 
 
 def _box_sum(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
