@@ -66,14 +66,36 @@ def test_processes_write_the_folders_threads_write(tmp_path, full_pipeline, monk
         assert folder_contents(by_process.folder) == expected
 
 
+@pytest.fixture(scope="module")
+def full_heads(full_pipeline):
+    """Three full heads of one model ("both": a BFM head and a FullHead each), seeds 0, 1, 2."""
+    faces = fixture_landmarks()["t1.jpg"]["faces"]
+    return [full_pipeline.generate(sample_photo("t1.jpg"), GenerateOptions(landmarks=faces[0]["lm5"], head="both",
+                                                                            seed=seed, **FAST)) for seed in range(3)]
+
+
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="shared memory is listed in /dev/shm on Linux")
-def test_arrays_reach_the_processes_through_shared_memory_that_is_gone_once_written(tmp_path, full_pipeline,
-                                                                                   monkeypatch):
+def test_arrays_reach_the_processes_through_shared_memory_blocks_reused_until_the_writers_close(
+        tmp_path, full_heads, monkeypatch):
     from uvidm_backend.pipeline import writers as writers_module
 
-    faces = fixture_landmarks()["t1.jpg"]["faces"]
-    heads = [full_pipeline.generate(sample_photo("t1.jpg"), GenerateOptions(landmarks=faces[0]["lm5"], head="both",
-                                                                             seed=seed, **FAST)) for seed in range(3)]
+    heads = full_heads
+    monkeypatch.setattr(writers_module, "MIN_SHARED_BYTES", 1024)  # the tiny model's faces too
+    # Heads in flight at once get a block each; a written head's block serves the next head.
+    transport = writers_module._Transport()
+    try:
+        first, second = transport.pack(heads[0])[2], transport.pack(heads[1])[2]
+        assert first.name != second.name
+        transport.release(first)
+        third = transport.pack(heads[2])[2]
+        assert third.name == first.name
+    finally:
+        transport.close()
+    assert os.path.exists(f"/dev/shm/{second.name}")  # still being written
+    for block in (second, third):  # released after the close: removed
+        transport.release(block)
+    assert not any(os.path.exists(f"/dev/shm/{block.name}") for block in (first, second))
+
     packed = []
     pack = writers_module._Transport.pack
 
@@ -84,14 +106,13 @@ def test_arrays_reach_the_processes_through_shared_memory_that_is_gone_once_writ
         return payload, places, block
 
     monkeypatch.setattr(writers_module._Transport, "pack", recorded)
-    monkeypatch.setattr(writers_module, "MIN_SHARED_BYTES", 1024)  # the tiny model's faces too
     with FolderWriters(processes=1) as writers:
-        for future in [writers.submit(head, tmp_path / f"head{i}") for i, head in enumerate(heads)]:
-            future.result()
+        for i, head in enumerate(heads):  # one after another: each head finds the block of the one before
+            writers.submit(head, tmp_path / f"head{i}").result()
         constants = [block.name for _, block in writers._transport._constants.values()]
     names = [name for _, name, _ in packed]
-    assert len(set(names)) == 3  # a block a head
-    assert not any(os.path.exists(f"/dev/shm/{name}") for name in names + constants)  # unlinked once written
+    assert len(set(names)) == 1
+    assert not any(os.path.exists(f"/dev/shm/{name}") for name in names + constants)  # removed at close
     # The arrays every head shares (the model's faces and UVs) got blocks of their own when they came again.
     first, second, third = (set(map(id, [array for array, _ in kept.values()])) for _, _, kept in packed)
     assert not first and second == third
@@ -106,6 +127,29 @@ def test_arrays_reach_the_processes_through_shared_memory_that_is_gone_once_writ
     monkeypatch.setattr(png, "_default_threads", 1)  # one band a PNG, as in a writer process
     write_head_folder(head, expected)
     assert folder_contents(tmp_path / "head2") == folder_contents(expected)
+
+
+def test_without_room_in_shared_memory_a_head_travels_whole_in_its_pickle(tmp_path, full_heads, monkeypatch):
+    from uvidm_backend.pipeline import writers as writers_module
+
+    head = full_heads[0]
+    monkeypatch.setattr(writers_module, "_new_block", lambda size: None)  # as a full /dev/shm answers
+    sizes = []
+    pack = writers_module._Transport.pack
+
+    def recorded(transport, shared_head):
+        payload, places, block = pack(transport, shared_head)
+        assert block is None and not places
+        sizes.append(len(payload))
+        return payload, places, block
+
+    monkeypatch.setattr(writers_module._Transport, "pack", recorded)
+    with FolderWriters(processes=1) as writers:
+        writers.submit(head, tmp_path / "whole").result()
+    assert sizes[0] > head.albedo.nbytes + head.mesh.vertices.nbytes
+    monkeypatch.setattr(png, "_default_threads", 1)
+    write_head_folder(head, tmp_path / "by_thread")
+    assert folder_contents(tmp_path / "whole") == folder_contents(tmp_path / "by_thread")
 
 
 def test_an_error_in_a_writer_process_fails_that_folder_and_leaves_it_as_it_was(tmp_path, pipeline):
