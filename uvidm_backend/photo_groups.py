@@ -44,8 +44,7 @@ class PhotoGroups:
         bytes, once, and converted there."""
 
         def upload(group: Sequence[np.ndarray]) -> Tensor:
-            stacked = np.stack(group)  # a copy: the photos' pixels are read-only
-            return torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+            return upload_stacked(group, device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
         return cls.grouping(pixels, upload, size=lambda image: image.shape[:2])
 
@@ -81,3 +80,18 @@ class PhotoGroups:
             return stacked
         inverse = np.argsort(self._order)
         return stacked[torch.as_tensor(inverse, device=stacked.device)]
+
+
+def upload_stacked(arrays: Sequence[np.ndarray], device: torch.device | str) -> Tensor:
+    """(B, ...) on `device` from B arrays of one shape and dtype, stacked once (a copy: the callers' arrays stay
+    read-only). For a GPU the stack is page-locked memory from torch's caching host allocator, reused from batch
+    to batch: a batch's photos (a hundred megabytes) are then copied without the page faults of a fresh buffer
+    and sent without the driver's synchronous staging of pageable memory."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.from_numpy(np.stack(arrays)).to(device)
+    dtype = torch.from_numpy(np.empty(0, arrays[0].dtype)).dtype
+    host = torch.empty((len(arrays), *arrays[0].shape), dtype=dtype, pin_memory=True)
+    np.stack(arrays, out=host.numpy())
+    # The allocator keeps the block from reuse until this copy is done.
+    return host.to(device, non_blocking=True)

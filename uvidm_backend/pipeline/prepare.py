@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from uvidm_backend.geometry.align import Alignment, align_face
-from uvidm_backend.photo_groups import PhotoGroups
+from uvidm_backend.photo_groups import PhotoGroups, upload_stacked
 from uvidm_backend.pipeline.faces import DetectedFace, FaceDetector, face_from_landmarks, select_face
 from uvidm_backend.pipeline.images import Photo, load_photo
 from uvidm_backend.pipeline.options import GenerateOptions
@@ -41,7 +41,7 @@ class PreparedPhoto:
 def crops_m11(items: Sequence[PreparedPhoto], device: torch.device | str) -> Tensor:
     """(B, 3, 224, 224) the aligned crops in [-1, 1] on `device`: sent as bytes, converted there exactly as
     `Alignment.model_input` converts them (float32(x) / 127.5 - 1, correctly rounded on both)."""
-    crops = torch.from_numpy(np.stack([item.alignment.crop for item in items])).to(device)
+    crops = upload_stacked([item.alignment.crop for item in items], device)
     return crops.permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
