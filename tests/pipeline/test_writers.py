@@ -129,7 +129,8 @@ def test_arrays_reach_the_processes_through_shared_memory_blocks_reused_until_th
     assert folder_contents(tmp_path / "head2") == folder_contents(expected)
 
 
-def test_without_room_in_shared_memory_a_head_travels_whole_in_its_pickle(tmp_path, full_heads, monkeypatch):
+def test_without_room_in_shared_memory_a_head_travels_whole_in_its_pickle(tmp_path, full_heads, monkeypatch,
+                                                                          caplog):
     from uvidm_backend.pipeline import writers as writers_module
 
     head = full_heads[0]
@@ -147,6 +148,7 @@ def test_without_room_in_shared_memory_a_head_travels_whole_in_its_pickle(tmp_pa
     with FolderWriters(processes=1) as writers:
         writers.submit(head, tmp_path / "whole").result()
     assert sizes[0] > head.albedo.nbytes + head.mesh.vertices.nbytes
+    assert "--shm-size" in caplog.text  # the user learns why the run is slower
     monkeypatch.setattr(png, "_default_threads", 1)
     write_head_folder(head, tmp_path / "by_thread")
     assert folder_contents(tmp_path / "whole") == folder_contents(tmp_path / "by_thread")

@@ -16,6 +16,7 @@ unsafe) and import the writing code once, when the pool opens, while the first b
 from __future__ import annotations
 
 import io
+import logging
 import multiprocessing
 import os
 import pickle
@@ -33,6 +34,8 @@ from uvidm_backend.pipeline.files import Head, write_head_folder
 from uvidm_backend.pipeline.png import available_cores
 
 __all__ = ["FolderWriters", "default_write_processes"]
+
+log = logging.getLogger(__name__)
 
 #: Writer threads when no processes are used (each folder's files are also written side by side inside).
 WRITE_THREADS = 2
@@ -154,6 +157,7 @@ class _Transport:
         self._constants: dict[int, tuple[np.ndarray, shared_memory.SharedMemory]] = {}
         self._free: list[shared_memory.SharedMemory] = []  # blocks of written heads
         self._closed = False
+        self._warned = False
         self._lock = threading.Lock()  # runs that share the writers may pack on threads of their own
 
     def pack(self, head: Head) -> tuple[bytes, list[tuple], shared_memory.SharedMemory | None]:
@@ -191,6 +195,11 @@ class _Transport:
             return buffer.getvalue(), places, None
         block = self._block(size)
         if block is None:  # no room in shared memory: the whole head in the pickle
+            if not self._warned:
+                self._warned = True
+                log.warning("shared memory (%s) has no room for a head's %.0f MB: heads go to the writer processes "
+                            "through their pipe, which is slower (in a container, give it more, e.g. docker run "
+                            "--shm-size=4g)", SHARED_MEMORY_DIR, size / 1e6)
             return pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL), [], None
         try:
             for array, (offset, shape, dtype) in zip(arrays, places, strict=True):
