@@ -5,6 +5,8 @@ this stage has no official counterpart. Conventions follow glTF 2.0 (metres, +Y 
 looking towards +Z, counter-clockwise front faces), which is also what Blender's OBJ importer
 expects with its default axes (forward -Z, up Y). UVs are kept with v up (OBJ and Blender); the
 glTF writer flips v because glTF puts the texture origin at the top left.
+One writer per format: the BFM head (`TexturedMesh`) is written as a `MorphedMesh` of one part without
+morph targets, the full head as one of several parts and materials with its shape keys.
 Every file is written under a temporary name and `os.replace`d into place.
 """
 
@@ -96,9 +98,19 @@ class TexturedMesh:
         return f"{self.name}_skin"
 
     def unit_normals(self) -> np.ndarray:
-        """Normals scaled to unit length (glTF requires it); zero vectors stay zero."""
-        length = np.linalg.norm(self.normals.astype(np.float64), axis=1, keepdims=True)
-        return (self.normals / np.where(length > 0.0, length, 1.0)).astype(np.float32)
+        return _unit(self.normals)
+
+    def as_morphed(self) -> MorphedMesh:
+        """The same head as a mesh of one part, one material and no morph targets."""
+        part = MeshPart(0, self.vertices, self.normals, self.uv, self.faces,
+                        MorphTargets.from_dense(np.zeros((0, len(self.vertices), 3), np.float32)))
+        return MorphedMesh(self.name, (part,), (Material(self.material_name, texture=self.texture),))
+
+
+def _unit(normals: np.ndarray) -> np.ndarray:
+    """Normals scaled to unit length (glTF requires it); zero vectors stay zero."""
+    length = np.linalg.norm(normals.astype(np.float64), axis=1, keepdims=True)
+    return (normals / np.where(length > 0.0, length, 1.0)).astype(np.float32)
 
 
 def _frozen(value: object, dtype: type, what: str, shape: tuple[int | None, ...]) -> np.ndarray:
@@ -117,61 +129,21 @@ def _frozen(value: object, dtype: type, what: str, shape: tuple[int | None, ...]
 
 
 GLTF_FLOAT = 5126
+GLTF_UINT16 = 5123
 GLTF_UINT32 = 5125
 GLTF_ARRAY_BUFFER = 34962
 GLTF_ELEMENT_ARRAY_BUFFER = 34963
 
 
 def glb_bytes(mesh: TexturedMesh, png: bytes | None = None) -> bytes:
-    """Binary glTF 2.0: one node and mesh named `mesh.name`, one PBR material with the embedded PNG.
+    """Binary glTF 2.0: one node and mesh named `mesh.name`, one PBR material with the embedded PNG
+    (`morphed_glb_bytes` of the mesh as one part without morph targets).
 
-    Written directly (the layout is fixed and small) so that the texture PNG is encoded once, at
-    the compression level we choose, and shared with albedo.png; vertex order and count are kept
-    exactly (seam vertices that share a position but not a UV stay apart); TEXCOORD_0 holds (u, 1 - v).
+    `png`: the texture already encoded (albedo.png's bytes), so that it is encoded once for every file; vertex
+    order and count are kept exactly (seam vertices that share a position but not a UV stay apart);
+    TEXCOORD_0 holds (u, 1 - v).
     """
-    png = encode_png(mesh.texture) if png is None else png
-    uv = np.column_stack([mesh.uv[:, 0], 1.0 - mesh.uv[:, 1]]).astype(np.float32)
-    arrays = [  # (data, accessor type, component type, buffer target)
-        (mesh.vertices.astype(np.float32), "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
-        (mesh.unit_normals().astype(np.float32), "VEC3", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
-        (uv, "VEC2", GLTF_FLOAT, GLTF_ARRAY_BUFFER),
-        (mesh.faces.astype(np.uint32).reshape(-1), "SCALAR", GLTF_UINT32, GLTF_ELEMENT_ARRAY_BUFFER),
-    ]
-    blob, views, accessors = bytearray(), [], []
-    for data, kind, component, target in arrays:
-        raw = np.ascontiguousarray(data).astype("<" + data.dtype.str[1:]).tobytes()
-        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(raw), "target": target})
-        accessor = {"bufferView": len(views) - 1, "componentType": component, "type": kind,
-                    "count": int(data.shape[0])}
-        if kind == "VEC3" and len(accessors) == 0:  # POSITION needs its bounds
-            accessor["min"] = data.min(axis=0).tolist()
-            accessor["max"] = data.max(axis=0).tolist()
-        accessors.append(accessor)
-        blob += raw + b"\0" * (-len(raw) % 4)
-    views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(png)})
-    blob += png + b"\0" * (-len(png) % 4)
-    tree = {
-        "asset": {"version": "2.0", "generator": "uvidm"},
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": mesh.name, "mesh": 0}],
-        "meshes": [{"name": mesh.name, "primitives": [{
-            "attributes": {"POSITION": 0, "NORMAL": 1, "TEXCOORD_0": 2}, "indices": 3, "material": 0, "mode": 4}]}],
-        "materials": [{"name": mesh.material_name, "doubleSided": False, "pbrMetallicRoughness": {
-            "baseColorTexture": {"index": 0, "texCoord": 0}, "metallicFactor": float(METALLIC),
-            "roughnessFactor": float(ROUGHNESS)}}],
-        "textures": [{"source": 0, "sampler": 0}],
-        "samplers": [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}],
-        "images": [{"bufferView": len(views) - 1, "mimeType": "image/png"}],
-        "accessors": accessors,
-        "bufferViews": views,
-        "buffers": [{"byteLength": len(blob)}],
-    }
-    text = json.dumps(tree, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 4)
-    total = 12 + 8 + len(text) + 8 + len(blob)
-    return b"".join([struct.pack("<4sII", b"glTF", 2, total), struct.pack("<I4s", len(text), b"JSON"), text,
-                     struct.pack("<I4s", len(blob), b"BIN\0"), bytes(blob)])
+    return morphed_glb_bytes(mesh.as_morphed(), None if png is None else {0: png})
 
 
 def write_glb(mesh: TexturedMesh, path: str | os.PathLike[str], png: bytes | None = None) -> Path:
@@ -268,60 +240,12 @@ def write_obj(
     usually writes it once for all formats). Floats carry 9 significant digits (float32 exact).
     Returns the OBJ and MTL paths.
     """
-    obj_path = Path(obj_path)
-    mtl_name = _relative_reference(mtl_name, "mtl_name", allow_folders=False)
     texture_name = _relative_reference(texture_name, "texture_name", allow_folders=True)
-    material = _obj_token(mesh.material_name)
-    mtl_path = obj_path.parent / mtl_name
-
-    mtl = "\n".join(
-        [
-            "# UV-IDM for Blender",
-            f"newmtl {material}",
-            "Ka 0 0 0",
-            "Kd 1 1 1",
-            f"Ks {SPECULAR_COLOR:g} {SPECULAR_COLOR:g} {SPECULAR_COLOR:g}",
-            "Ke 0 0 0",
-            f"Ns {SPECULAR_EXPONENT:g}",
-            "Ni 1.45",
-            "d 1",
-            "illum 2",
-            f"Pr {ROUGHNESS:g}",  # PBR extension, read by Blender's importer
-            f"Pm {METALLIC:g}",
-            f"map_Kd {texture_name}",
-            "",
-        ]
-    ).encode("utf-8")
-
-    header = "\n".join(
-        [
-            "# UV-IDM for Blender: metres, +Y up, face towards +Z",
-            f"mtllib {mtl_name}",
-            f"o {_obj_token(mesh.name)}",
-            "",
-        ]
-    ).encode("utf-8")
-    body = b"".join(
-        [
-            header,
-            float_rows(mesh.vertices, "v"),
-            _topology_rows(mesh.uv, f"vt {_FLOAT} {_FLOAT}"),
-            float_rows(mesh.unit_normals(), "vn"),
-            f"usemtl {material}\ns off\n".encode(),
-            _face_rows(mesh.faces, 1),  # OBJ counts from 1
-        ]
-    )
-    write_bytes(mtl, mtl_path)  # the MTL first: an OBJ never points at a missing MTL
-    if write_texture:
-        texture_path = obj_path.parent / texture_name
-        texture_path.parent.mkdir(parents=True, exist_ok=True)
-        write_png(mesh.texture, texture_path)
-    write_bytes(body, obj_path)
-    log.debug("OBJ: %d vertices, %d faces -> %s", len(mesh.vertices), len(mesh.faces), obj_path)
-    return obj_path, mtl_path
+    return write_morphed_obj(mesh.as_morphed(), obj_path, mtl_name, texture_names={0: texture_name},
+                             write_textures=write_texture)
 
 
-# -- heads of several materials with morph targets (the full head) ------------------------------
+# -- meshes of parts, one material each, with morph targets (the full head; the BFM head is one part) --
 
 
 @dataclass(frozen=True, eq=False)
@@ -454,8 +378,7 @@ class MeshPart:
         object.__setattr__(self, "targets", targets)
 
     def unit_normals(self) -> np.ndarray:
-        length = np.linalg.norm(self.normals.astype(np.float64), axis=1, keepdims=True)
-        return (self.normals / np.where(length > 0.0, length, 1.0)).astype(np.float32)
+        return _unit(self.normals)
 
 
 @dataclass(frozen=True, eq=False)
@@ -488,7 +411,6 @@ class MorphedMesh:
         return part.vertices + part.targets.applied(np.asarray(self.weights, np.float32))
 
 
-GLTF_UINT16 = 5123
 SPARSE_SHARE = 0.75  # a target with fewer moving vertices than this share is stored sparse (smaller)
 
 
@@ -622,25 +544,30 @@ def texture_file_name(material: Material) -> str:
 
 
 def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_name: str, *,
-                      write_textures: bool = True) -> tuple[Path, Path]:
+                      texture_names: dict[int, str] | None = None, write_textures: bool = True) -> tuple[Path, Path]:
     """Wavefront OBJ + MTL of the posed mesh (morph targets applied at their weights: OBJ has no shape keys),
-    a `usemtl` group per part; each textured material's PNG is written beside them
-    (`<material name>.png`; `write_textures=False`: the caller writes them). Returns the OBJ and MTL paths."""
+    a `usemtl` group per part. Each textured material's PNG is `texture_names[material index]` (a path relative
+    to the OBJ's folder), by default `<material name>.png` beside the OBJ, and is written there unless
+    `write_textures=False` (the caller writes it). Returns the OBJ and MTL paths."""
     obj_path = Path(obj_path)
     mtl_name = _relative_reference(mtl_name, "mtl_name", allow_folders=False)
+    textures = {index: texture_file_name(material) for index, material in enumerate(mesh.materials)
+                if material.texture is not None}
+    textures.update((index, _relative_reference(name, "a texture's name", allow_folders=True))
+                    for index, name in (texture_names or {}).items() if index in textures)
     lines = ["# UV-IDM for Blender"]
-    for material in mesh.materials:
+    for index, material in enumerate(mesh.materials):
         r, g, b, alpha = material.base_color
         lines += [f"newmtl {_obj_token(material.name)}", "Ka 0 0 0", f"Kd {r:g} {g:g} {b:g}",
-                  f"Ks {SPECULAR_COLOR:g} {SPECULAR_COLOR:g} {SPECULAR_COLOR:g}",
+                  f"Ks {SPECULAR_COLOR:g} {SPECULAR_COLOR:g} {SPECULAR_COLOR:g}", "Ke 0 0 0",
                   f"Ns {(1.0 - material.roughness) ** 2 * 1000.0:g}", "Ni 1.45", f"d {alpha:g}", "illum 2",
-                  f"Pr {material.roughness:g}", f"Pm {METALLIC:g}"]
-        if material.texture is not None:
-            lines.append(f"map_Kd {texture_file_name(material)}")
+                  f"Pr {material.roughness:g}", f"Pm {METALLIC:g}"]  # Pr, Pm: PBR, read by Blender's importer
+        if index in textures:
+            lines.append(f"map_Kd {textures[index]}")
     mtl = ("\n".join(lines) + "\n").encode()
     body = [f"# UV-IDM for Blender: metres, +Y up, face towards +Z\nmtllib {mtl_name}\no {_obj_token(mesh.name)}\n"
             .encode()]
-    offset = 1
+    offset = 1  # OBJ counts from 1
     for part in mesh.parts:
         body += [float_rows(mesh.posed_vertices(part), "v"),
                  _topology_rows(part.uv, f"vt {_FLOAT} {_FLOAT}"),
@@ -648,10 +575,12 @@ def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_n
                  f"usemtl {_obj_token(mesh.materials[part.material].name)}\ns off\n".encode(),
                  _face_rows(part.faces, offset)]
         offset += len(part.vertices)
-    mtl_path = obj_path.parent / mtl_name
-    for material in mesh.materials if write_textures else ():
-        if material.texture is not None:
-            write_png(material.texture, obj_path.parent / texture_file_name(material))
-    write_bytes(mtl, mtl_path)
+    for index, name in textures.items() if write_textures else ():
+        path = obj_path.parent / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(mesh.materials[index].texture, path)
+    # Textures, then the MTL, then the OBJ: no file ever points at one that is missing.
+    mtl_path = write_bytes(mtl, obj_path.parent / mtl_name)
     write_bytes(b"".join(body), obj_path)
+    log.debug("OBJ: %d parts, %d vertices -> %s", len(mesh.parts), offset - 1, obj_path)
     return obj_path, mtl_path
