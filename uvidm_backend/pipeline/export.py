@@ -30,11 +30,9 @@ from uvidm_backend.pipeline.png import encode_png
 
 log = logging.getLogger(__name__)
 
-# One material for skin: not metallic, moderately rough. Blender's OBJ importer maps
-# Ns -> roughness = 1 - sqrt(Ns / 1000), so SPECULAR_EXPONENT gives the same roughness.
+# One material for skin: not metallic, moderately rough.
 METALLIC = 0.0
 ROUGHNESS = 0.6
-SPECULAR_EXPONENT = (1.0 - ROUGHNESS) ** 2 * 1000.0
 SPECULAR_COLOR = 0.1
 
 _FLOAT = "%.9g"  # 9 significant digits: every float32 reads back bit-exact
@@ -240,7 +238,6 @@ def write_obj(
     usually writes it once for all formats). Floats carry 9 significant digits (float32 exact).
     Returns the OBJ and MTL paths.
     """
-    texture_name = _relative_reference(texture_name, "texture_name", allow_folders=True)
     return write_morphed_obj(mesh.as_morphed(), obj_path, mtl_name, texture_names={0: texture_name},
                              write_textures=write_texture)
 
@@ -553,11 +550,12 @@ def write_morphed_obj(mesh: MorphedMesh, obj_path: str | os.PathLike[str], mtl_n
     mtl_name = _relative_reference(mtl_name, "mtl_name", allow_folders=False)
     textures = {index: texture_file_name(material) for index, material in enumerate(mesh.materials)
                 if material.texture is not None}
-    textures.update((index, _relative_reference(name, "a texture's name", allow_folders=True))
+    textures.update((index, _relative_reference(name, "texture_name", allow_folders=True))
                     for index, name in (texture_names or {}).items() if index in textures)
     lines = ["# UV-IDM for Blender"]
     for index, material in enumerate(mesh.materials):
         r, g, b, alpha = material.base_color
+        # Blender's OBJ importer maps Ns to roughness = 1 - sqrt(Ns / 1000): Ns gives the material's roughness.
         lines += [f"newmtl {_obj_token(material.name)}", "Ka 0 0 0", f"Kd {r:g} {g:g} {b:g}",
                   f"Ks {SPECULAR_COLOR:g} {SPECULAR_COLOR:g} {SPECULAR_COLOR:g}", "Ke 0 0 0",
                   f"Ns {(1.0 - material.roughness) ** 2 * 1000.0:g}", "Ni 1.45", f"d {alpha:g}", "illum 2",

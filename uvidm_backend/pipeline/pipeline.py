@@ -379,8 +379,9 @@ class Pipeline:
             failed.set_exception(error)
             return dict.fromkeys(wanted, failed)
         identity = fit.id_shape[wanted].double().cpu().numpy()  # one copy from the device for the batch
-        posed = [k for k in wanted if items[k].options.expression == "photo"]
-        posed = dict(zip(posed, fit.shape[posed].double().cpu().numpy(), strict=True)) if posed else {}
+        with_expression = [k for k in wanted if items[k].options.expression == "photo"]
+        posed = (dict(zip(with_expression, fit.shape[with_expression].double().cpu().numpy(), strict=True))
+                 if with_expression else {})
         return {k: self._shaper.submit(model.shape_head, identity[i], posed.get(k)) for i, k in enumerate(wanted)}
 
     def generate_to_folder(self, photo_source: bytes | str | Path, out_dir: str | Path,
